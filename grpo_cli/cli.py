@@ -1,0 +1,178 @@
+"""The `grpo` command: train | eval | recipes | plot | export | plan.
+
+Every user error is one line on stderr and exit code 2; a traceback means a bug in grpo.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from grpo_cli.errors import UserError
+
+USAGE = """usage: grpo COMMAND [key=value ...] [+recipe=NAME] [--cfg job]
+
+commands:
+  train     fine-tune with GRPO (no arguments: the embedded quickstart, runs on CPU)
+  eval      evaluate a checkpoint, a model, or a file of completions
+  recipes   list the recipes: purpose, command, hardware, expected result
+  plot      write PNG charts of a run:  grpo plot outputs/RUN
+  export    merge a LoRA checkpoint into a full model:  grpo export checkpoint=PATH [out=DIR]
+  plan      estimate GPU memory for a config without loading weights:  grpo plan +recipe=NAME
+
+examples:
+  grpo train
+  grpo train +recipe=gsm8k_qwen7b algo.num_generations=4 optim.lr=1e-6 trainer.max_steps=200
+  grpo train +recipe=gsm8k_qwen7b --cfg job        # print the composed config, run nothing
+  grpo eval checkpoint=outputs/gsm8k_qwen7b/checkpoints/final
+  grpo eval data=gsm8k eval.completions=outputs.jsonl
+
+Run `grpo train --help` for the config groups and their options.
+"""
+
+
+def _split_flags(args: list[str]) -> tuple[list[str], dict[str, str | bool]]:
+    overrides, flags = [], {}
+    it = iter(args)
+    for arg in it:
+        if arg in ("-h", "--help"):
+            flags["help"] = True
+        elif arg in ("--cfg", "-c"):
+            flags["cfg"] = next(it, "job")
+        elif arg.startswith("--cfg="):
+            flags["cfg"] = arg.split("=", 1)[1]
+        elif arg.startswith("-"):
+            raise UserError(f"unknown option {arg!r}; options: --help, --cfg job")
+        else:
+            overrides.append(arg)
+    return overrides, flags
+
+
+def _group_help(command: str) -> str:
+    from grpo_cli.compose import GROUPS, group_options, recipe_dir
+
+    lines = [f"usage: grpo {command} [+recipe=NAME] [GROUP=OPTION ...] [key=value ...] [--cfg job]",
+             "", "config groups (choose with GROUP=OPTION):"]
+    for group in GROUPS:
+        lines.append(f"  {group:8s} {', '.join(group_options(group))}")
+    recipes = ", ".join(p.stem for p in sorted(recipe_dir().glob("*.yaml")))
+    lines += [f"  +recipe  {recipes}", "",
+              "any key can be set: trainer.max_steps=100 algo.beta=0.0 model.lora.r=32",
+              "see every key and its current value: grpo train --cfg job"]
+    return "\n".join(lines)
+
+
+def cmd_train(args: list[str]) -> int:
+    overrides, flags = _split_flags(args)
+    if flags.get("help"):
+        print(_group_help("train"))
+        return 0
+    from omegaconf import OmegaConf
+
+    from grpo_cli.compose import compose_config
+
+    dcfg, cfg = compose_config("train", overrides)
+    if "cfg" in flags:
+        print(OmegaConf.to_yaml(dcfg), end="")
+        return 0
+    from grpo_cli.train import run
+
+    return run(cfg, dcfg)
+
+
+def cmd_eval(args: list[str]) -> int:
+    overrides, flags = _split_flags(args)
+    if flags.get("help"):
+        print(_group_help("eval"))
+        return 0
+    # `grpo eval PATH` is `grpo eval checkpoint=PATH`.
+    overrides = [a if "=" in a or a.startswith("+") else f"checkpoint={a}" for a in overrides]
+    from omegaconf import OmegaConf
+
+    from grpo_cli.eval_config import eval_config
+
+    dcfg, cfg = eval_config(overrides)
+    if "cfg" in flags:
+        print(OmegaConf.to_yaml(dcfg), end="")
+        return 0
+    if cfg.compare:
+        from grpo_cli.evaluation import run_compare
+
+        print(run_compare([p for p in cfg.compare.split(",") if p]))
+        return 0
+    from grpo_cli.evaluation import run_eval
+
+    run_eval(cfg)
+    return 0
+
+
+def cmd_recipes(args: list[str]) -> int:
+    from grpo_cli.recipes import format_recipes
+
+    print(format_recipes())
+    return 0
+
+
+def cmd_plot(args: list[str]) -> int:
+    if len(args) != 1 or args[0].startswith("-"):
+        raise UserError("usage: grpo plot RUN_DIR  (a folder holding metrics.jsonl)")
+    from grpo_cli.tracking import plot_run
+
+    for path in plot_run(Path(args[0])):
+        print(path)
+    return 0
+
+
+def cmd_export(args: list[str]) -> int:
+    kv = dict(a.split("=", 1) for a in args if "=" in a)
+    bad = [a for a in args if "=" not in a] + [k for k in kv if k not in ("checkpoint", "out")]
+    if bad or "checkpoint" not in kv:
+        raise UserError("usage: grpo export checkpoint=PATH [out=DIR]")
+    from grpo_cli.export import export_checkpoint
+
+    out = export_checkpoint(Path(kv["checkpoint"]), Path(kv["out"]) if "out" in kv else None)
+    print(f"merged model written to {out}")
+    return 0
+
+
+def cmd_plan(args: list[str]) -> int:
+    overrides, flags = _split_flags(args)
+    from grpo_cli.compose import compose_config
+    from grpo_cli.plan import run_plan
+
+    gpu = [o for o in overrides if o.startswith("gpu=")]
+    overrides = [o for o in overrides if not o.startswith("gpu=")]
+    _, cfg = compose_config("train", overrides)
+    print(run_plan(cfg, gpu[0].split("=", 1)[1] if gpu else None))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "recipes": cmd_recipes, "plot": cmd_plot,
+            "export": cmd_export, "plan": cmd_plan}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        print(f"error: unknown command '{argv[0]}'; commands: {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return command(argv[1:])
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
