@@ -1,0 +1,246 @@
+"""The GRPO loss: clipped policy-gradient surrogate + k3 KL penalty, pure tensor math.
+
+Per completion token t of sequence i (``mask`` marks completion tokens, not padding)::
+
+    rho_t = exp(logp_t - old_logp_t)
+    l_t   = -min(rho_t * A_i, clip(rho_t, 1 - eps_low, 1 + eps_high) * A_i) + beta * KL_t
+    KL_t  = exp(ref_t - logp_t) - (ref_t - logp_t) - 1      (k3 estimator, always >= 0)
+
+``eps_high > eps_low`` is DAPO's clip-higher (0.2 / 0.28).
+
+Why the logged loss sits near 0 while the model still learns: with one optimisation pass
+over fresh rollouts, ``old_logp = logp.detach()``, so ``rho = 1`` and the policy term is
+``-A_i`` per token. Advantages are mean-zero within a group, so the loss value averages to
+~0 (exactly 0 under ``seq_mean_token_mean`` with equal-length sequences). Its gradient is
+*not* 0: ``d l_t / d logp_t = -A_i * rho_t = -A_i``, the REINFORCE gradient. Watch
+rewards, not the loss.
+
+Aggregation over tokens (:data:`AGGREGATIONS`), with ``N`` sequences:
+    - ``seq_mean_token_mean`` (GRPO): ``1/N * sum_i (sum_t l_it m_it / max(sum_t m_it, 1))``.
+      A sequence with no completion tokens contributes 0 but still counts in ``N``.
+    - ``token_mean`` (DAPO, BNPO): ``sum_it l_it m_it / max(sum_it m_it, 1)``.
+    - ``seq_mean_token_sum_norm`` (Dr. GRPO): ``sum_it l_it m_it / (N * max_len)``.
+
+Gradient accumulation: every mode is a sum over sequences/tokens divided by a denominator
+that depends on the whole batch (``N`` or the token count). Pass the *optimizer step's*
+totals as ``num_seqs`` / ``num_tokens`` when computing a micro-batch's loss; each
+micro-batch's loss is then its exact share, and the micro-batch losses (and gradients) sum
+to the full-batch loss. Without them, the micro-batch's own sizes are used.
+
+Metrics (:func:`grpo_loss`) are returned as detached *sums* plus a token count, so that the
+caller adds them up over micro-batches and divides once, with :func:`combine_metrics`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "AGGREGATIONS",
+    "AdaptiveKLController",
+    "FixedKLController",
+    "aggregate",
+    "combine_metrics",
+    "grpo_loss",
+    "k3_kl",
+]
+
+
+def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Elementwise k3 estimate of KL(policy || ref): ``exp(d) - d - 1`` with ``d = ref - logp``.
+
+    Unbiased for KL when tokens are sampled from the policy, and always >= 0.
+    """
+    delta = ref_logp - logp  # [N, L]
+    return torch.exp(delta) - delta - 1.0  # [N, L]
+
+
+def _seq_mean_token_mean(
+    masked: Tensor, mask: Tensor, max_len: int, num_seqs: int, num_tokens: int | None
+) -> Tensor:
+    per_seq = masked.sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)  # [N]
+    return per_seq.sum() / num_seqs  # []
+
+
+def _token_mean(
+    masked: Tensor, mask: Tensor, max_len: int, num_seqs: int, num_tokens: int | None
+) -> Tensor:
+    if num_tokens is None:
+        return masked.sum() / mask.sum().clamp(min=1)  # []
+    return masked.sum() / max(num_tokens, 1)  # []
+
+
+def _seq_mean_token_sum_norm(
+    masked: Tensor, mask: Tensor, max_len: int, num_seqs: int, num_tokens: int | None
+) -> Tensor:
+    return masked.sum() / (num_seqs * max_len)  # []
+
+
+AGGREGATIONS: dict[str, Callable[..., Tensor]] = {
+    "seq_mean_token_mean": _seq_mean_token_mean,
+    "token_mean": _token_mean,
+    "seq_mean_token_sum_norm": _seq_mean_token_sum_norm,
+}
+
+
+def aggregate(
+    per_token: Tensor,
+    mask: Tensor,
+    mode: str,
+    max_len: int,
+    num_seqs: int | None = None,
+    num_tokens: int | None = None,
+) -> Tensor:
+    """Reduce a per-token loss ``[N, L]`` to a scalar with the aggregation ``mode``.
+
+    Args:
+        per_token: ``[N, L]`` per-token values.
+        mask: ``[N, L]`` completion mask (bool or float, 1 = completion token).
+        mode: one of :data:`AGGREGATIONS`.
+        max_len: the maximum completion length (used by ``seq_mean_token_sum_norm``).
+        num_seqs: total sequences in the optimizer step (default: ``N``). Used by the
+            ``seq_mean_*`` modes.
+        num_tokens: total completion tokens in the optimizer step (default: ``mask.sum()``).
+            Used by ``token_mean``.
+    """
+    if mode not in AGGREGATIONS:
+        allowed = ", ".join(sorted(AGGREGATIONS))
+        raise ValueError(f"unknown loss aggregation {mode!r}; allowed: {allowed}")
+    mask = mask.to(per_token.dtype)  # [N, L]
+    masked = per_token * mask  # [N, L]
+    seqs = per_token.shape[0] if num_seqs is None else num_seqs
+    return AGGREGATIONS[mode](masked, mask, max_len, seqs, num_tokens)  # []
+
+
+def grpo_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    ref_logp: Tensor | None,
+    adv: Tensor,
+    mask: Tensor,
+    epsilon_low: float,
+    epsilon_high: float,
+    beta: float,
+    loss_agg: str,
+    max_len: int,
+    num_seqs: int | None = None,
+    num_tokens: int | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """GRPO loss for one (micro-)batch of ``N`` completions of padded length ``L``.
+
+    Args:
+        logp: ``[N, L]`` policy log-probs of the completion tokens (with grad).
+        old_logp: ``[N, L]`` log-probs under the sampling policy (no grad).
+        ref_logp: ``[N, L]`` reference log-probs, or None (then ``beta`` must be 0).
+        adv: ``[N]`` advantages, one per completion.
+        mask: ``[N, L]`` completion mask (bool or float).
+        epsilon_low, epsilon_high: clip range ``[1 - epsilon_low, 1 + epsilon_high]``.
+        beta: KL penalty coefficient.
+        loss_agg, max_len, num_seqs, num_tokens: see :func:`aggregate`.
+
+    Returns:
+        ``(loss, sums)``: the scalar loss, and detached 0-dim tensors that add up across
+        micro-batches: ``pg_loss`` (the policy term aggregated like ``loss``), ``kl_sum``,
+        ``clip_low_sum``, ``clip_high_sum``, ``ratio_sum`` (masked sums over tokens) and
+        ``num_tokens``. Turn a list of them into logged values with :func:`combine_metrics`.
+    """
+    if ref_logp is None and beta != 0.0:
+        raise ValueError(f"beta={beta} needs ref_logp; pass ref_logp or set beta=0")
+    mask_f = mask.to(logp.dtype)  # [N, L]
+    adv = adv.to(logp.dtype).unsqueeze(1)  # [N, 1]
+    ratio = torch.exp(logp - old_logp)  # [N, L]
+    clipped = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)  # [N, L]
+    pg_per_token = -torch.min(ratio * adv, clipped * adv)  # [N, L]
+    per_token = pg_per_token  # [N, L]
+    if ref_logp is not None:
+        kl = k3_kl(logp, ref_logp)  # [N, L]
+        per_token = per_token + beta * kl  # [N, L]
+    else:
+        kl = torch.zeros_like(logp)  # [N, L]
+    loss = aggregate(per_token, mask, loss_agg, max_len, num_seqs, num_tokens)  # []
+
+    with torch.no_grad():
+        pg_loss = aggregate(pg_per_token, mask, loss_agg, max_len, num_seqs, num_tokens)  # []
+        # Clipping changes the objective only where the clipped term is the min.
+        clip_low = (ratio < 1.0 - epsilon_low) & (adv < 0)  # [N, L]
+        clip_high = (ratio > 1.0 + epsilon_high) & (adv > 0)  # [N, L]
+        sums = {
+            "pg_loss": pg_loss.detach(),
+            "kl_sum": (kl * mask_f).sum().detach(),
+            "clip_low_sum": (clip_low.to(mask_f.dtype) * mask_f).sum(),
+            "clip_high_sum": (clip_high.to(mask_f.dtype) * mask_f).sum(),
+            "ratio_sum": (ratio * mask_f).sum().detach(),
+            "num_tokens": mask_f.sum(),
+        }
+    return loss, sums
+
+
+def combine_metrics(parts: Iterable[Mapping[str, Tensor]]) -> dict[str, float]:
+    """Add up :func:`grpo_loss` sums over micro-batches and turn them into logged means.
+
+    Returns ``kl``, ``clip_ratio``, ``clip_ratio/low``, ``clip_ratio/high``, ``ratio_mean``
+    (masked token means over the whole step) and ``pg_loss`` (sum of the micro-batch shares,
+    which is the full-batch value when global ``num_seqs``/``num_tokens`` were passed).
+    """
+    keys = ("pg_loss", "kl_sum", "clip_low_sum", "clip_high_sum", "ratio_sum", "num_tokens")
+    total = dict.fromkeys(keys, 0.0)
+    for part in parts:
+        for key in keys:
+            total[key] += float(part[key])
+    tokens = max(total["num_tokens"], 1.0)
+    low, high = total["clip_low_sum"] / tokens, total["clip_high_sum"] / tokens
+    return {
+        "pg_loss": total["pg_loss"],
+        "kl": total["kl_sum"] / tokens,
+        "clip_ratio": low + high,  # low and high clipping are disjoint
+        "clip_ratio/low": low,
+        "clip_ratio/high": high,
+        "ratio_mean": total["ratio_sum"] / tokens,
+    }
+
+
+class FixedKLController:
+    """Constant KL coefficient, with the :class:`AdaptiveKLController` interface."""
+
+    def __init__(self, init_beta: float) -> None:
+        self.beta = float(init_beta)
+
+    def update(self, current_kl: float, n_steps: int) -> float:
+        return self.beta
+
+    def state_dict(self) -> dict[str, float]:
+        return {"beta": self.beta}
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        self.beta = float(state["beta"])
+
+
+class AdaptiveKLController:
+    """Adaptive KL coefficient (Ziegler et al. 2019, PPO-style).
+
+    ``err = clip(current_kl / target_kl - 1, -0.2, 0.2)``;
+    ``beta <- beta * (1 + err * n_steps / horizon)``. KL above target raises beta.
+    """
+
+    def __init__(self, init_beta: float, target_kl: float, horizon: int) -> None:
+        if target_kl <= 0 or horizon <= 0:
+            raise ValueError(
+                f"target_kl and horizon must be > 0, got target_kl={target_kl}, horizon={horizon}"
+            )
+        self.beta = float(init_beta)
+        self.target_kl = float(target_kl)
+        self.horizon = int(horizon)
+
+    def update(self, current_kl: float, n_steps: int) -> float:
+        err = min(max(current_kl / self.target_kl - 1.0, -0.2), 0.2)
+        self.beta *= 1.0 + err * n_steps / self.horizon
+        return self.beta
+
+    def state_dict(self) -> dict[str, float]:
+        return {"beta": self.beta}
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        self.beta = float(state["beta"])
