@@ -88,6 +88,9 @@ def cmd_eval(args: list[str]) -> int:
         return 0
     # `grpo eval PATH` is `grpo eval checkpoint=PATH`.
     overrides = [a if "=" in a or a.startswith("+") else f"checkpoint={a}" for a in overrides]
+    # compare=a,b would be a Hydra sweep: quote the list.
+    overrides = [f"compare='{a.split('=', 1)[1]}'" if a.startswith("compare=")
+                 and "," in a and "'" not in a else a for a in overrides]
     from omegaconf import OmegaConf
 
     from grpo_cli.eval_config import eval_config

@@ -1,0 +1,231 @@
+"""`grpo eval`: generate (or read) completions for the test split, grade them, write a report.
+
+    run_eval(cfg)                          the command: model or completions file -> report
+    evaluate_policy(policy, records, cfg)  the shared core, also called by the training loop
+                                           every `trainer.eval_every` steps (logs eval/accuracy)
+    load_checkpoint_config(path)           a checkpoint's saved config, with one-line errors
+                                           (it lives in checkpoint.py; re-exported here)
+
+Generation is greedy when `eval.num_samples` is 1; with n > 1 it samples with
+`rollout.temperature` / `top_p` / `top_k`. `eval.max_new_tokens` (null = the rollout's)
+caps each completion. Problems are generated in chunks of about `eval.batch_size`
+sequences, and only texts and lengths are kept, so long evals do not hold every tensor.
+
+Output folder (`eval.out`, or by default): `<run dir>/eval/<dataset>` for a checkpoint
+`<run dir>/checkpoints/<name>`, else `outputs/eval/<model short name>/<dataset>`.
+Grading and the report format are in report.py; pass@k / maj@k in metrics.py.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from grpo_cli.checkpoint import load_checkpoint_config
+from grpo_cli.config import GrpoConfig, RewardComponent
+from grpo_cli.errors import UserError
+from grpo_cli.evaluation.completions import load_problems
+from grpo_cli.evaluation.report import (
+    Grader,
+    Problem,
+    grade_problems,
+    print_report,
+    summarize,
+    write_report,
+)
+
+
+def model_short_name(name_or_path: str) -> str:
+    """`Qwen/Qwen2.5-0.5B-Instruct` -> `Qwen2.5-0.5B-Instruct`; `/a/b/model/` -> `model`."""
+    return str(name_or_path).rstrip("/").split("/")[-1] or "model"
+
+
+def default_out_dir(cfg: GrpoConfig) -> Path:
+    """Where the report goes when `eval.out` is not set (see the module docstring)."""
+    if cfg.eval.out:
+        return Path(cfg.eval.out)
+    if cfg.checkpoint:
+        return Path(cfg.checkpoint).parent.parent / "eval" / cfg.data.name
+    return Path("outputs") / "eval" / model_short_name(cfg.model.name_or_path) / cfg.data.name
+
+
+def _answer_timeout(cfg: GrpoConfig) -> float:
+    """The correctness reward's timeout when one is configured, else the schema default."""
+    for comp in cfg.reward.components.values():
+        if comp.fn == "correctness":
+            return comp.timeout_s
+    return RewardComponent.timeout_s
+
+
+def make_grader(cfg: GrpoConfig) -> Grader:
+    """Extraction in the template's order (strict / flexible), equivalence from the rewards."""
+    from grpo_cli.rewards.equivalence import answers_match_many
+    from grpo_cli.rewards.extract import DEFAULT_ORDER, extract_answer
+
+    template = cfg.data.template
+    order = DEFAULT_ORDER[template]
+    timeout = _answer_timeout(cfg)
+    return Grader(
+        extract=lambda text, mode: extract_answer(text, order, mode),
+        match_many=lambda preds, golds: answers_match_many(preds, golds, timeout),
+        has_format=_format_checker(template),
+        description={"template": template, "extraction_order": list(order),
+                     "format_check": "strict"})
+
+
+def _format_checker(template: str) -> Callable[[str], bool]:
+    """The strict check of the template's format reward (`#### N` as the last line, a final
+    `\\boxed{}`, or the exact R1 tag layout): format_rate is its mean."""
+    from grpo_cli.rewards.builtin import FORMAT_CHECKS
+
+    return FORMAT_CHECKS[(template, "strict")]
+
+
+def _generation_settings(cfg: GrpoConfig) -> dict[str, Any]:
+    greedy = cfg.eval.num_samples == 1
+    return {"greedy": greedy,
+            "max_new_tokens": cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+            "temperature": None if greedy else cfg.rollout.temperature,
+            "top_p": None if greedy else cfg.rollout.top_p,
+            "top_k": None if greedy else cfg.rollout.top_k}
+
+
+def _meta(cfg: GrpoConfig, grader: Grader, source: str, **extra: Any) -> dict[str, Any]:
+    """Who/what/when: the model, checkpoint, date and the settings that move the numbers."""
+    return {"model": cfg.model.name_or_path, "checkpoint": cfg.checkpoint,
+            "adapter_path": cfg.model.adapter_path,
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "source": source,
+            "config": {**grader.description, **_generation_settings(cfg),
+                       "few_shot": cfg.data.few_shot, "test_split": cfg.data.test_split,
+                       "seed": cfg.trainer.seed},
+            **extra}
+
+
+def _generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
+                       advance: Optional[Callable[[int], None]] = None) -> list[Problem]:
+    """Completions for every record, chunk by chunk (about eval.batch_size sequences each)."""
+    from grpo_cli.data import render_prompt
+    from grpo_cli.rollout import generate
+
+    n = cfg.eval.num_samples
+    settings = _generation_settings(cfg)
+    per_chunk = max(1, cfg.eval.batch_size // n)
+    problems: list[Problem] = []
+    for start in range(0, len(records), per_chunk):
+        chunk = records[start:start + per_chunk]
+        prompts = [render_prompt(policy.tokenizer, r.prompt) for r in chunk]
+        rollout = generate(
+            policy.model, policy.tokenizer, prompts, num_samples=n,
+            max_new_tokens=settings["max_new_tokens"], temperature=cfg.rollout.temperature,
+            top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, greedy=settings["greedy"],
+            batch_size=cfg.eval.batch_size)
+        lengths = rollout.lengths.tolist()  # [len(chunk) * n]
+        truncated = rollout.truncated.tolist()  # [len(chunk) * n]
+        for i, record in enumerate(chunk):
+            rows = slice(i * n, (i + 1) * n)  # sample s of prompt i is row i*n + s
+            problems.append(Problem(
+                id=record.id, gold=record.answer, completions=rollout.texts[rows],
+                question=record.question, tokens=[int(t) for t in lengths[rows]],
+                truncated=[bool(t) for t in truncated[rows]],
+                level=_meta_str(record.metadata.get("level")),
+                subject=_meta_str(record.metadata.get("subject"))))
+        if advance is not None:
+            advance(len(chunk))
+    return problems
+
+
+def _meta_str(value: Any) -> Optional[str]:
+    return None if value is None or value == "" else str(value)
+
+
+def _evaluate(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *, limit: Optional[int],
+              advance: Optional[Callable[[int], None]] = None) -> tuple[dict, list[dict]]:
+    records = list(records)[:limit] if limit else list(records)
+    if not records:
+        raise UserError(f"data.name={cfg.data.name}: the {cfg.data.test_split} split is empty; "
+                        "nothing to evaluate")
+    grader = make_grader(cfg)
+    problems = _generate_problems(policy, records, cfg, advance)
+    rows = grade_problems(problems, grader)
+    return summarize(rows, dataset=cfg.data.name), rows
+
+
+def evaluate_policy(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *,
+                    limit: Optional[int] = None) -> dict:
+    """Generate for the first `limit` records (all when None), grade, and return the report.
+
+    Used by `run_eval` and by the training loop's held-out eval: no files, no console, and
+    the model's train/eval mode is restored by the sampler. The dict holds the metrics only
+    (every key of the module docstring of report.py but the run metadata, which `run_eval`
+    adds), so that a tracker can log all of its numbers.
+    """
+    report, _ = _evaluate(policy, records, cfg, limit=limit)
+    return report
+
+
+def check_dataset(cfg: GrpoConfig) -> None:
+    """Fail early (before any model loads) on a dataset name no adapter knows."""
+    from grpo_cli.data.adapters import ADAPTERS
+
+    if cfg.data.name not in ADAPTERS:
+        raise UserError(f"data.name={cfg.data.name} is not a known dataset; choose one of: "
+                        + ", ".join(sorted(ADAPTERS)))
+
+
+def _test_records(cfg: GrpoConfig, tokenizer: Any) -> tuple[list, dict[str, int]]:
+    """The whole test split and the rows dropped from it (tokenizer None = no length filter)."""
+    from grpo_cli.data import load_split
+
+    return load_split(cfg.data, cfg.data.test_split, cfg.trainer.seed, tokenizer)
+
+
+def _grade_file(cfg: GrpoConfig) -> tuple[dict, list[dict]]:
+    """Grade eval.completions without a model (the dataset is built only if rows need it)."""
+    grader = make_grader(cfg)
+    problems = load_problems(cfg.eval.completions, lambda: _test_records(cfg, None)[0],
+                             cfg.data.name)
+    rows = grade_problems(problems, grader)
+    report = summarize(rows, dataset=cfg.data.name,
+                       meta=_meta(cfg, grader, f"completions file {cfg.eval.completions}"))
+    report["config"].update(greedy=None, max_new_tokens=None, temperature=None, top_p=None,
+                            top_k=None)  # unknown: the file was generated elsewhere
+    return report, rows
+
+
+def _progress(cfg: GrpoConfig, total: int):
+    """A rich progress bar over problems (silent with logger.console=quiet)."""
+    from rich.progress import Progress
+
+    progress = Progress(disable=cfg.logger.console == "quiet", transient=True)
+    task = progress.add_task("eval", total=total)
+    return progress, lambda k: progress.advance(task, k)
+
+
+def run_eval(cfg: GrpoConfig) -> dict:
+    """`grpo eval`: build the report, print it as a table, write report.json + samples.jsonl."""
+    out = default_out_dir(cfg)
+    check_dataset(cfg)
+    if cfg.eval.completions:
+        report, rows = _grade_file(cfg)
+    else:
+        from grpo_cli.model import build_policy
+
+        policy = build_policy(cfg.model, need_reference=False)
+        records, dropped = _test_records(cfg, policy.tokenizer)
+        total = min(len(records), cfg.eval.limit or len(records))
+        progress, advance = _progress(cfg, total)
+        with progress:
+            report, rows = _evaluate(policy, records, cfg, limit=cfg.eval.limit, advance=advance)
+        report.update(_meta(cfg, make_grader(cfg), "generated", dropped=dropped))
+    report["out"] = str(out)
+    write_report(out, report, rows)
+    if cfg.logger.console != "quiet":
+        print_report(report)
+        print(f"wrote {out / 'report.json'} and {out / 'samples.jsonl'}")
+    return report
+
+
+__all__ = ["run_eval", "evaluate_policy", "load_checkpoint_config", "default_out_dir",
+           "make_grader", "model_short_name"]
