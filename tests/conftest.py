@@ -1,0 +1,26 @@
+"""Shared pytest fixtures: tiny random models built locally (no download), markers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grpo_cli.tiny import make_tiny_model
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers",
+                            "slow: takes more than a minute (deselect with -m 'not slow')")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama (2 layers, hidden 64, vocab 400, `<pad>`, ChatML template)."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_llama"), arch="llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2 (q/k/v biases, tied embeddings), otherwise like tiny_llama_path."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"), arch="qwen2", seed=0)
