@@ -155,6 +155,23 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "recipes": cmd_recipes, "plot"
             "export": cmd_export, "plan": cmd_plan}
 
 
+def setup_logging() -> None:
+    """grpo's own log lines on stderr; the libraries' progress bars and chatter off."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("grpo")
+    if not log.handlers:
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -165,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command '{argv[0]}'; commands: {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    setup_logging()
     try:
         return command(argv[1:])
     except UserError as exc:

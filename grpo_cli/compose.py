@@ -20,7 +20,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from grpo_cli.config import ConfigError, GrpoConfig, schema_keys, validate
+from grpo_cli.config import ConfigError, GrpoConfig, RewardComponent, schema_keys, validate
 
 GROUPS = ("model", "data", "reward", "algo", "rollout", "optim", "logger")
 
@@ -111,11 +111,45 @@ def _one_line(exc: BaseException) -> str:
     return first
 
 
+def _hydra_value(value) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_hydra_value(v)}" for k, v in value.items()) + "}"
+    if re.fullmatch(r"-?\d+(\.\d*)?([eE]-?\d+)?|true|false|null", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _group_new_components(overrides: list[str]) -> list[str]:
+    """`+reward.components.NAME.KEY=V ...` -> one `+reward.components.NAME={KEY: V, ...}`.
+
+    A new reward component must be added as one typed node; this lets users write it key by
+    key on the command line.
+    """
+    new: dict[str, dict] = {}
+    out = []
+    for override in overrides:
+        m = re.match(r"^\+reward\.components\.(\w+)\.([\w.]+)=(.*)$", override)
+        if not m:
+            out.append(override)
+            continue
+        name, key, value = m.groups()
+        if name not in new:
+            new[name] = {}
+            out.append(name)  # placeholder keeps the order
+        node = new[name]
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return [f"+reward.components.{o}={_hydra_value(new[o])}" if o in new else o for o in out]
+
+
 def compose_config(config_name: str, overrides: list[str], *,
                    for_training: bool = True) -> tuple[DictConfig, GrpoConfig]:
     """Compose and validate. Returns the DictConfig (for printing/saving) and the typed object."""
     for override in overrides:
         _check_override_key(override)
+    overrides = _group_new_components(overrides)
     _register_schema()
     GlobalHydra.instance().clear()
     try:
@@ -135,6 +169,18 @@ def finish(cfg: DictConfig, *, for_training: bool = True) -> tuple[DictConfig, G
     """Resolve interpolations, type-check against the schema and validate ranges and rules."""
     try:
         merged = OmegaConf.merge(OmegaConf.structured(GrpoConfig), cfg)
+        for name in list(merged.reward.components):
+            node = merged.reward.components[name]
+            if not isinstance(node, DictConfig):
+                raise ConfigError(f"reward.components.{name} must be a mapping with fn, weight, "
+                                  f"kwargs, timeout_s, fallback (got {node!r})")
+            try:
+                merged.reward.components[name] = OmegaConf.merge(
+                    OmegaConf.structured(RewardComponent), node)
+            except OmegaConfBaseException as exc:
+                allowed = ", ".join(RewardComponent.__dataclass_fields__)
+                raise ConfigError(f"reward.components.{name}: {str(exc).splitlines()[0]} "
+                                  f"(allowed: {allowed})") from None
         OmegaConf.resolve(merged)
         missing = sorted(OmegaConf.missing_keys(merged))
         if missing:

@@ -132,8 +132,10 @@ class RewardComponent:
 
 @dataclass
 class RewardConfig:
-    # Named components; total reward = sum of weight * component over applicable ones.
-    components: Dict[str, RewardComponent] = field(default_factory=dict)
+    # Named components (each a RewardComponent); total reward = sum of weight * component
+    # over the applicable ones. Typed as Any so that a component can be added from the shell
+    # key by key; compose.finish() checks each one against RewardComponent.
+    components: Dict[str, Any] = field(default_factory=dict)
     # Worker threads scoring a batch.
     num_workers: int = bounded(4, lo=1)
 

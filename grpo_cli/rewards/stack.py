@@ -29,7 +29,7 @@ from grpo_cli.errors import UserError
 from grpo_cli.rewards.builtin import REGISTRY, VALIDATORS
 from grpo_cli.rewards.isolation import CallOutcome, run_isolated
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("grpo")
 Values = List[Optional[float]]
 
 

@@ -1,0 +1,247 @@
+"""One GRPO step: sample groups, score them, compute advantages, and take the gradient steps.
+
+    collect_batch  -> ScoredBatch   (rollout + rewards; DAPO dynamic sampling refills the batch)
+    train_on_batch -> metrics       (old / reference log-probs, then num_iterations passes of
+                                     mini-batches, each accumulated over micro-batches)
+
+The loss of one micro-batch is normalised by its whole mini-batch's sequence and token
+counts (loss.py), so accumulation gives exactly the full-batch gradient. Each micro-batch is
+trimmed to its own longest completion and shortest left padding before the forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from grpo_cli.advantages import compute_advantages, zero_std_mask
+from grpo_cli.config import GrpoConfig
+from grpo_cli.logprobs import completion_logprobs
+from grpo_cli.loss import combine_metrics, grpo_loss
+from grpo_cli.rollout import Rollout, concat_rollouts, generate
+
+
+@dataclass
+class Engine:
+    """Everything a step needs; built once by train.run."""
+    cfg: GrpoConfig
+    policy: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    rewards: Any
+    kl_ctl: Any
+    records: list
+    prompts: list[str]
+    sampler: Any
+    answer_format: str
+    tracker: Any
+    params: list = field(default_factory=list)
+
+
+@dataclass
+class ScoredBatch:
+    indices: list[int]  # prompt index per group
+    rollout: Rollout  # [N = groups x G, ...]
+    total: torch.Tensor  # [N] weighted reward
+    components: dict[str, torch.Tensor]  # name -> [N] (NaN = not applicable)
+    errors: dict[str, int]
+    metrics: dict[str, float]
+    time_generate: float
+    time_reward: float
+
+
+def _score(engine: Engine, indices: list[int]) -> ScoredBatch:
+    cfg, G = engine.cfg, engine.cfg.algo.num_generations
+    tok = engine.policy.tokenizer
+    t0 = time.perf_counter()
+    with engine.tracker.rollout_progress(len(indices) * G) as bar:
+        ro = generate(engine.policy.model, tok, [engine.prompts[i] for i in indices],
+                      num_samples=G, max_new_tokens=cfg.rollout.max_new_tokens,
+                      temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                      top_k=cfg.rollout.top_k, min_new_tokens=cfg.rollout.min_new_tokens,
+                      batch_size=cfg.rollout.batch_size, on_batch=bar.update)
+    t1 = time.perf_counter()
+    recs = [engine.records[i] for i in indices for _ in range(G)]
+    meta_keys = sorted({k for r in recs for k in r.metadata})
+    metadata = {k: [r.metadata.get(k) for r in recs] for k in meta_keys}
+    result = engine.rewards(
+        [engine.prompts[i] for i in indices for _ in range(G)], ro.texts,
+        [r.answer for r in recs], completion_ids_len=ro.lengths.tolist(),
+        truncated=ro.truncated.tolist(), max_new_tokens=cfg.rollout.max_new_tokens,
+        answer_format=engine.answer_format, **metadata)
+    t2 = time.perf_counter()
+    comps = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in result.per_component.items()}
+    return ScoredBatch(indices, ro, torch.as_tensor(result.total, dtype=torch.float32), comps,
+                       dict(result.errors), result.metrics(), t1 - t0, t2 - t1)
+
+
+def _merge(parts: list[ScoredBatch], pad_id: int) -> ScoredBatch:
+    if len(parts) == 1:
+        return parts[0]
+    errors: dict[str, int] = {}
+    for p in parts:
+        for k, v in p.errors.items():
+            errors[k] = errors.get(k, 0) + v
+    return ScoredBatch(
+        [i for p in parts for i in p.indices], concat_rollouts([p.rollout for p in parts],
+                                                                pad_id),
+        torch.cat([p.total for p in parts]),
+        {k: torch.cat([p.components[k] for p in parts]) for k in parts[0].components},
+        errors, parts[0].metrics, sum(p.time_generate for p in parts),
+        sum(p.time_reward for p in parts))
+
+
+def _select_groups(b: ScoredBatch, groups: list[int], G: int) -> ScoredBatch:
+    rows = [g * G + j for g in groups for j in range(G)]
+    idx = torch.tensor(rows, dtype=torch.long)
+    return ScoredBatch([b.indices[g] for g in groups], b.rollout.select(rows), b.total[idx],
+                       {k: v[idx] for k, v in b.components.items()}, b.errors, b.metrics,
+                       b.time_generate, b.time_reward)
+
+
+def collect_batch(engine: Engine) -> tuple[ScoredBatch, dict[str, float]]:
+    """Sample prompts_per_step groups; with dynamic sampling, replace zero-variance groups."""
+    cfg, G = engine.cfg, engine.cfg.algo.num_generations
+    want = cfg.trainer.prompts_per_step
+    first = _score(engine, engine.sampler.take(want))
+    stats = {"frac_zero_std": float(zero_std_mask(first.total, G).float().mean())}
+    if not cfg.algo.dynamic_sampling:
+        return first, stats
+    pad_id = engine.policy.tokenizer.pad_token_id
+    kept, dropped, sampled = [], [], [first]
+    rounds = 0
+    while True:
+        batch = sampled[-1]
+        zero = zero_std_mask(batch.total, G).tolist()
+        kept += [_select_groups(batch, [g], G) for g, z in enumerate(zero) if not z]
+        dropped += [_select_groups(batch, [g], G) for g, z in enumerate(zero) if z]
+        if len(kept) >= want or rounds >= cfg.algo.dynamic_sampling_max_rounds:
+            break
+        rounds += 1
+        sampled.append(_score(engine, engine.sampler.take(want - len(kept))))
+    # Still short after the allowed rounds: fill with zero-variance groups (advantage 0).
+    filled = max(0, want - len(kept))
+    chosen = (kept[:want] + dropped[:filled])
+    merged = _merge(chosen, pad_id)
+    merged.time_generate = sum(p.time_generate for p in sampled)
+    merged.time_reward = sum(p.time_reward for p in sampled)
+    stats.update({"dynamic_sampling/rounds": rounds, "dynamic_sampling/filled": filled,
+                  "dynamic_sampling/prompts_sampled": sum(len(p.indices) for p in sampled)})
+    return merged, stats
+
+
+def _trim(ro: Rollout, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """input_ids / attention_mask of `rows`, cut to their own padding; returns width L_m."""
+    pm, cm = ro.prompt_mask[rows], ro.completion_mask[rows]  # [m, P], [m, L]
+    start = int((pm.sum(0) > 0).nonzero()[0]) if pm.any() else 0
+    Lm = max(int(cm.sum(1).max()), 1)
+    ids = torch.cat([ro.prompt_ids[rows][:, start:], ro.completion_ids[rows][:, :Lm]], dim=1)
+    mask = torch.cat([pm[:, start:], cm[:, :Lm]], dim=1)
+    return ids, mask, Lm
+
+
+def micro_logprobs(model: Any, ro: Rollout, rows: torch.Tensor, temperature: float,
+                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Completion log-probs of `rows`, padded back to the rollout's width L."""
+    ids, mask, Lm = _trim(ro, rows)
+    logp, ent = completion_logprobs(model, ids, mask, Lm, temperature, len(rows),
+                                    with_entropy=with_entropy)  # [m, Lm]
+    L = ro.completion_ids.shape[1]
+    pad = (0, L - Lm)
+    logp = torch.nn.functional.pad(logp, pad)  # [m, L]
+    return logp, (torch.nn.functional.pad(ent, pad) if ent is not None else None)
+
+
+@torch.no_grad()
+def _all_logprobs(model: Any, ro: Rollout, mbs: int, temperature: float) -> torch.Tensor:
+    N = ro.completion_ids.shape[0]
+    out = [micro_logprobs(model, ro, torch.arange(s, min(s + mbs, N)), temperature)[0]
+           for s in range(0, N, mbs)]
+    return torch.cat(out)  # [N, L]
+
+
+def train_on_batch(engine: Engine, batch: ScoredBatch) -> tuple[dict[str, float], torch.Tensor,
+                                                                 bool]:
+    """Gradient steps on one scored batch. Returns (metrics, advantages, any_step_skipped)."""
+    cfg, algo = engine.cfg, engine.cfg.algo
+    model, ro = engine.policy.model, batch.rollout
+    device = ro.completion_ids.device
+    adv = compute_advantages(batch.total, algo.num_generations, scale=algo.scale_rewards,
+                             baseline=algo.baseline, eps=algo.adv_eps).to(device)  # [N]
+    loss_mask = ro.completion_mask.float()  # [N, L]
+    if algo.mask_truncated:
+        loss_mask = loss_mask * (~ro.truncated).float().unsqueeze(1)  # [N, L]
+    N = adv.shape[0]
+    mbs = min(cfg.trainer.micro_batch_size, N)
+    mini = mbs * cfg.trainer.grad_accum_steps if cfg.trainer.grad_accum_steps else N
+    num_mini = math.ceil(N / mini)
+    temp = cfg.rollout.temperature
+    beta = engine.kl_ctl.beta
+
+    t0 = time.perf_counter()
+    need_old = algo.num_iterations > 1 or num_mini > 1
+    old_all = _all_logprobs(model, ro, mbs, temp) if need_old else None
+    ref_all = None
+    if beta > 0 or algo.kl_target is not None:
+        with engine.policy.reference() as ref_model:
+            ref_all = _all_logprobs(ref_model, ro, mbs, temp)
+    t1 = time.perf_counter()
+
+    parts, losses, grad_norms, ent_sum, skipped = [], [], [], 0.0, False
+    model.train()
+    for it in range(algo.num_iterations):
+        for m0 in range(0, N, mini):
+            rows_mini = torch.arange(m0, min(m0 + mini, N))
+            tokens = int(loss_mask[rows_mini].sum())
+            step_loss = 0.0
+            for s in range(0, len(rows_mini), mbs):
+                rows = rows_mini[s:s + mbs]
+                logp, ent = micro_logprobs(model, ro, rows, temp, with_entropy=(it == 0))
+                old = old_all[rows] if old_all is not None else logp.detach()
+                ref = ref_all[rows] if ref_all is not None else None
+                loss, sums = grpo_loss(
+                    logp, old, ref, adv[rows], loss_mask[rows], algo.epsilon_low,
+                    algo.epsilon_high, beta if ref is not None else 0.0, algo.loss_agg,
+                    cfg.rollout.max_new_tokens, num_seqs=len(rows_mini), num_tokens=tokens)
+                loss.backward()
+                step_loss += float(loss.detach())
+                parts.append(sums)
+                if ent is not None:
+                    ent_sum += float((ent * ro.completion_mask[rows]).sum())
+            max_norm = cfg.optim.max_grad_norm or float("inf")
+            norm = float(torch.nn.utils.clip_grad_norm_(engine.params, max_norm))
+            if math.isfinite(norm) and math.isfinite(step_loss):
+                engine.optimizer.step()
+            else:
+                skipped = True
+            engine.optimizer.zero_grad(set_to_none=True)
+            losses.append(step_loss)
+            grad_norms.append(norm)
+    lr = engine.optimizer.param_groups[0]["lr"]  # the rate this step used
+    engine.scheduler.step()
+    t2 = time.perf_counter()
+
+    metrics = combine_metrics(parts)
+    metrics.update({
+        "loss": sum(losses) / len(losses), "grad_norm": sum(grad_norms) / len(grad_norms),
+        "entropy": ent_sum / max(float(ro.completion_mask.sum()), 1.0), "beta": beta, "lr": lr,
+        "time/logprob_s": t1 - t0, "time/train_s": t2 - t1,
+    })
+    if ref_all is None:
+        metrics["kl"] = 0.0
+    engine.kl_ctl.update(metrics["kl"], 1)
+    return metrics, adv, skipped
+
+
+def repetition_rate(ids: torch.Tensor, mask: torch.Tensor, n: int = 4) -> float:
+    """Mean share of repeated n-grams per completion (0 = none repeated)."""
+    rates = []
+    for row, m in zip(ids.tolist(), mask.sum(1).tolist()):
+        grams = [tuple(row[i:i + n]) for i in range(int(m) - n + 1)]
+        if grams:
+            rates.append(1.0 - len(set(grams)) / len(grams))
+    return sum(rates) / len(rates) if rates else 0.0

@@ -1,0 +1,254 @@
+"""`grpo train`: build everything, then loop over steps. Read it top to bottom.
+
+    run(cfg)
+      policy   <- model.build_policy(cfg.model)       4-bit base + LoRA, tokenizer, reference
+      data     <- data.build_dataset(cfg.data)        prompts with gold answers
+      rewards  <- rewards.build_reward_stack(...)     named, weighted reward functions
+      loop:    step.collect_batch -> step.train_on_batch -> tracker.log_step -> checkpoints
+
+What was simplified, on purpose: one process, one device; groups of G completions never
+leave the process, so advantages need no communication. A stop request (Ctrl-C, SIGTERM) is
+honoured at the end of the current step: a checkpoint is written and the run exits 130; a
+second Ctrl-C stops at once, leaving the last checkpoint as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from grpo_cli import checkpoint as ckpt
+from grpo_cli.config import GrpoConfig
+from grpo_cli.errors import UserError
+from grpo_cli.loss import AdaptiveKLController, FixedKLController
+from grpo_cli.optim import build_optimizer
+from grpo_cli.sampler import PromptSampler
+from grpo_cli.step import Engine, collect_batch, repetition_rate, train_on_batch
+
+log = logging.getLogger("grpo")
+
+# Changing these between a checkpoint and its resume would corrupt the run.
+RESUME_FIXED_KEYS = ("model.name_or_path", "model.gguf_file", "model.quantization",
+                     "model.lora.enabled", "model.lora.r", "model.lora.alpha",
+                     "model.lora.target_modules", "model.lora.use_rslora",
+                     "algo.num_generations", "data.name", "optim.name")
+
+
+class StopRequest:
+    """Turns the first SIGINT/SIGTERM into 'stop after this step'; a second one stops now."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old = {}
+
+    def __enter__(self) -> StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print("\nstop requested: finishing this step and saving a checkpoint "
+              "(press Ctrl-C again to stop now; the last checkpoint stays)", file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"trainer.output_dir={run_dir} is not writable ({exc.strerror})") from None
+
+
+def check_resume_compatible(saved: DictConfig, current: DictConfig, path: Path) -> None:
+    for key in RESUME_FIXED_KEYS:
+        before, now = OmegaConf.select(saved, key), OmegaConf.select(current, key)
+        if before != now:
+            raise UserError(f"cannot resume from {path}: {key} was {before} and is now {now}; "
+                            "start a new run (another trainer.output_dir) or set it back")
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+
+
+def run(cfg: GrpoConfig, dcfg: DictConfig) -> int:
+    from grpo_cli.data import build_dataset, render_prompt
+    from grpo_cli.model import build_policy
+    from grpo_cli.rewards import build_reward_stack
+    from grpo_cli.tracking import build_tracker
+
+    run_dir = Path(cfg.trainer.output_dir)
+    prepare_run_dir(run_dir)
+    resume_from = ckpt.resolve_resume(cfg.trainer.resume, run_dir)
+    if resume_from is not None:
+        check_resume_compatible(ckpt.load_checkpoint_config(resume_from), dcfg, resume_from)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(dcfg))
+    seed_everything(cfg.trainer.seed)
+
+    rewards = build_reward_stack(cfg.reward)
+    need_ref = cfg.algo.beta > 0 or cfg.algo.kl_target is not None
+    policy = build_policy(cfg.model, need_reference=need_ref)
+    data = build_dataset(cfg.data, policy.tokenizer, cfg.trainer.seed)
+    prompts = [render_prompt(policy.tokenizer, r.prompt) for r in data.train]
+    params = [p for p in policy.model.parameters() if p.requires_grad]
+    optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.trainer.max_steps,
+                                           policy.device)
+    kl_ctl = (AdaptiveKLController(cfg.algo.beta, cfg.algo.kl_target, cfg.algo.kl_horizon)
+              if cfg.algo.kl_target is not None else FixedKLController(cfg.algo.beta))
+    sampler = PromptSampler(len(prompts), cfg.trainer.seed)
+
+    start_step, status = 0, {"best": None}
+    if resume_from is not None:
+        state = ckpt.load_trainer_state(resume_from)
+        ckpt.load_policy_weights(policy.model, resume_from / "policy")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        kl_ctl.load_state_dict(state["kl_ctl"])
+        sampler.position = state["data_position"]
+        start_step, status["best"] = state["step"], state.get("best")
+        ckpt.set_rng_state(state["rng"])
+
+    tracker = build_tracker(cfg.logger, run_dir, cfg.trainer.run_name,
+                            OmegaConf.to_container(dcfg, resolve=True), cfg.trainer.max_steps,
+                            start_step=start_step)
+    if resume_from is not None:
+        tracker.info(f"resumed from {resume_from} at step {start_step}")
+    engine = Engine(cfg, policy, optimizer, scheduler, rewards, kl_ctl, data.train, prompts,
+                    sampler, data.answer_format, tracker, params)
+
+    def save(name: str, step: int) -> Path:
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "kl_ctl": kl_ctl.state_dict(), "data_position": sampler.position,
+                 "step": step, "best": status["best"], "rng": ckpt.rng_state()}
+        from grpo_cli.model import save_policy
+
+        path = ckpt.save_checkpoint(run_dir / "checkpoints", name,
+                                    save_policy_fn=lambda d: save_policy(policy, d),
+                                    trainer_state=state, config=dcfg, step=step)
+        if name.startswith("step-"):
+            ckpt.prune(run_dir / "checkpoints", cfg.trainer.keep_last)
+        tracker.log_checkpoint(path, step)
+        return path
+
+    exit_code, bad_in_a_row, skipped_total, step = 0, 0, 0, start_step
+    try:
+        with StopRequest() as stop:
+            for step in range(start_step + 1, cfg.trainer.max_steps + 1):
+                metrics, samples = one_step(engine, step)
+                bad = metrics.pop("_skipped")
+                bad_in_a_row = bad_in_a_row + 1 if bad else 0
+                skipped_total += int(bad)
+                metrics["health/skipped_steps"] = skipped_total
+                if bad:
+                    tracker.warn(f"step {step}: non-finite loss or gradient; update skipped "
+                                 f"({bad_in_a_row} in a row, limit trainer.max_bad_steps="
+                                 f"{cfg.trainer.max_bad_steps})")
+                if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
+                    run_eval_during_training(engine, data.test, step, metrics, status, save)
+                tracker.log_step(step, metrics)
+                if step % cfg.trainer.log_every == 0 or step == 1:
+                    tracker.log_samples(step, samples)
+                if bad_in_a_row >= cfg.trainer.max_bad_steps:
+                    path = save(f"step-{step}", step)
+                    raise UserError(
+                        f"stopped: {bad_in_a_row} steps in a row had a non-finite loss or "
+                        f"gradient (no update was applied; checkpoint {path}). Try a lower "
+                        "optim.lr, optim.max_grad_norm=1.0, or model.dtype=fp32")
+                if stop.signum is not None:
+                    path = save(f"step-{step}", step)
+                    print(f"stopped at step {step}; checkpoint {path}\nresume with: grpo train "
+                          f"{' '.join(sys.argv[2:])} trainer.resume=auto", file=sys.stderr)
+                    exit_code = 130
+                    break
+                if cfg.trainer.save_every and step % cfg.trainer.save_every == 0:
+                    save(f"step-{step}", step)
+            else:
+                save("final", cfg.trainer.max_steps)
+    except KeyboardInterrupt:
+        print(f"\nstopped during step {step}; the newest checkpoint in {run_dir}/checkpoints is "
+              "intact: resume with trainer.resume=auto", file=sys.stderr)
+        exit_code = 130
+    finally:
+        tracker.close(plot=cfg.logger.plot_at_end and exit_code == 0)
+    return exit_code
+
+
+def one_step(engine: Engine, step: int) -> tuple[dict, list[dict]]:
+    device = engine.policy.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    batch, ds_stats = collect_batch(engine)
+    metrics, adv, skipped = train_on_batch(engine, batch)
+    elapsed = time.perf_counter() - t0
+    ro, total = batch.rollout, batch.total
+    lengths = ro.lengths.float()
+    gen_tokens = float(lengths.sum())
+    metrics.update(ds_stats)
+    metrics.update(batch.metrics)
+    metrics.update({
+        "reward/mean": float(total.mean()), "reward/std": float(total.std()) if len(total) > 1
+        else 0.0,
+        "completion_len/mean": float(lengths.mean()),
+        "completion_len/clipped_frac": float(ro.truncated.float().mean()),
+        "repetition": repetition_rate(ro.completion_ids, ro.completion_mask),
+        "time/generate_s": batch.time_generate, "time/reward_s": batch.time_reward,
+        "time/rollout_s": batch.time_generate + batch.time_reward, "time/step_s": elapsed,
+        "tokens_per_s": gen_tokens / max(batch.time_generate, 1e-9),
+        "mem/peak_gb": peak_memory_gb(device), "_skipped": skipped,
+    })
+    if "correctness" in batch.components:
+        metrics["accuracy"] = float((batch.components["correctness"] >= 1.0).float().mean())
+    samples = []
+    for i, text in enumerate(ro.texts):
+        row = {"prompt": engine.prompts[batch.indices[i // engine.cfg.algo.num_generations]],
+               "completion": text, "reward": float(total[i]), "advantage": float(adv[i])}
+        for name, values in batch.components.items():
+            v = float(values[i])
+            row[f"rewards/{name}"] = None if math.isnan(v) else v
+        samples.append(row)
+    return metrics, samples
+
+
+def run_eval_during_training(engine: Engine, test_records: list, step: int, metrics: dict,
+                             status: dict, save) -> None:
+    """Held-out eval; the best checkpoint by eval accuracy is kept as checkpoints/best."""
+    from grpo_cli.evaluation import evaluate_policy
+
+    report = evaluate_policy(engine.policy, test_records, engine.cfg,
+                             limit=engine.cfg.eval.limit)
+    metrics.update(engine.tracker.log_eval(step, report))
+    acc = float(report["accuracy"])
+    if status["best"] is None or acc > status["best"]["accuracy"]:
+        status["best"] = {"accuracy": acc, "step": step}
+        save("best", step)
+        engine.tracker.info(f"step {step}: eval accuracy {acc:.3f} is the best so far; "
+                            "saved checkpoints/best")

@@ -1,0 +1,137 @@
+"""The training loop through the real `grpo train` command, on a tiny model on CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+HERE = Path(__file__).resolve().parent
+
+
+def base_args(model: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return [
+        f"model.name_or_path={model}", "model.dtype=fp32", "data=arith",
+        "data.arith.num_examples=200", f"trainer.output_dir={out}",
+        f"trainer.max_steps={steps}", "trainer.prompts_per_step=2", "trainer.micro_batch_size=4",
+        "algo.num_generations=4", "rollout.max_new_tokens=12", "logger.wandb.mode=disabled",
+        "logger.console=plain", "logger.plot_at_end=false", "trainer.save_every=0",
+        "+reward.components.digits.fn=toy_rewards:digit_share",
+        "~reward.components.format", *extra]
+
+
+def run_env() -> dict:
+    # One thread: a tiny model gains nothing from two, and spinning threads slow a busy machine.
+    return {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+
+
+def grpo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = run_env()
+    return subprocess.run([sys.executable, "-m", "grpo_cli.cli", "train", *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+            if line.strip() and "reward/mean" in line]
+
+
+def test_train_runs_and_changes_lora(tiny_llama_path, tmp_path):
+    out = tmp_path / "run"
+    res = grpo(*base_args(tiny_llama_path, out, 3, "algo.beta=0.04", "optim.lr=1e-3",
+                          "trainer.save_every=1", "trainer.keep_last=1"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for key in ("reward/mean", "reward/std", "loss", "kl", "clip_ratio", "entropy", "grad_norm",
+                "completion_len/mean", "completion_len/clipped_frac", "lr", "time/step_s",
+                "time/rollout_s", "time/train_s", "tokens_per_s", "mem/peak_gb",
+                "frac_zero_std", "rewards/digits/mean", "rewards/correctness/mean", "accuracy"):
+        assert key in rows[-1], key
+        assert rows[-1][key] is not None and math.isfinite(rows[-1][key]), key
+    assert (out / "config.yaml").is_file()
+    final = out / "checkpoints" / "final"
+    adapter = load_file(str(final / "policy" / "adapter_model.safetensors"))
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and any(float(v.abs().max()) > 0 for v in lora_b), "LoRA B stayed zero"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["final", "step-3"]
+    assert list((out / "samples").glob("step-*.jsonl"))
+
+
+def _mean(rows: list[dict], key: str, sl: slice) -> float:
+    vals = [r[key] for r in rows[sl]]
+    return sum(vals) / len(vals)
+
+
+@pytest.mark.slow
+def test_learnable_reward_rises_and_not_with_lr0(tiny_llama_path, tmp_path):
+    common = ["algo.beta=0.0", "trainer.prompts_per_step=4", "trainer.micro_batch_size=16",
+              "algo.num_generations=8", "algo.loss_agg=token_mean",
+              "~reward.components.correctness", "rollout.max_new_tokens=8"]
+    learn, still = tmp_path / "learn", tmp_path / "still"
+    res = grpo(*base_args(tiny_llama_path, learn, 30, "optim.lr=2e-2", *common))
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = grpo(*base_args(tiny_llama_path, still, 30, "optim.lr=0", *common))
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = metrics(learn), metrics(still)
+    start, end = _mean(a, "reward/mean", slice(0, 5)), _mean(a, "reward/mean", slice(-5, None))
+    print(f"lr=2e-2: reward {start:.3f} -> {end:.3f}")
+    s0, s1 = _mean(b, "reward/mean", slice(0, 5)), _mean(b, "reward/mean", slice(-5, None))
+    print(f"lr=0:    reward {s0:.3f} -> {s1:.3f}")
+    assert end > start + 0.2, (start, end)
+    assert abs(s1 - s0) < 0.1, (s0, s1)
+
+
+def test_resume_gives_the_same_steps(tiny_llama_path, tmp_path):
+    keys = ("reward/mean", "loss", "kl", "grad_norm", "completion_len/mean", "lr")
+    extra = ("algo.beta=0.04", "optim.lr=1e-2", "trainer.save_every=3", "optim.scheduler=cosine")
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    res = grpo(*base_args(tiny_llama_path, straight, 6, *extra))
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = grpo(*base_args(tiny_llama_path, split, 3, *extra))
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = grpo(*base_args(tiny_llama_path, split, 6, *extra, "trainer.resume=auto"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = metrics(straight), metrics(split)
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+    for ra, rb in zip(a[3:], b[3:]):
+        for k in keys:
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-7), (ra["step"], k)
+
+
+def test_sigint_leaves_a_resumable_checkpoint(tiny_llama_path, tmp_path):
+    out = tmp_path / "run"
+    env = run_env()
+    proc = subprocess.Popen([sys.executable, "-m", "grpo_cli.cli", "train",
+                             *base_args(tiny_llama_path, out, 500)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if (out / "metrics.jsonl").is_file() and metrics(out):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "trainer.resume=auto" in err
+    ckpts = [p for p in (out / "checkpoints").iterdir() if p.name.startswith("step-")]
+    assert len(ckpts) == 1 and (ckpts[0] / "meta.json").is_file()
+    step = json.loads((ckpts[0] / "meta.json").read_text())["step"]
+    res = grpo(*base_args(tiny_llama_path, out, step + 1, "trainer.resume=auto"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert metrics(out)[-1]["step"] == step + 1
+
+
+def test_bad_model_path_is_one_line(tmp_path):
+    res = grpo(*base_args(tmp_path / "no-such-model", tmp_path / "run", 1))
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "no-such-model" in res.stderr, res.stderr
