@@ -63,23 +63,25 @@ def _train_tokenizer(with_pad: bool):
     return tok
 
 
-def _llama_config(vocab_size: int, eos_id: int, pad_id: int | None):
+def _llama_config(vocab_size: int, eos_id: int, pad_id: int | None, init_std: float):
     from transformers import LlamaConfig
 
     return LlamaConfig(
         vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
         tie_word_embeddings=False, eos_token_id=eos_id, bos_token_id=None, pad_token_id=pad_id,
+        initializer_range=init_std,
     )
 
 
-def _qwen2_config(vocab_size: int, eos_id: int, pad_id: int | None):
+def _qwen2_config(vocab_size: int, eos_id: int, pad_id: int | None, init_std: float):
     from transformers import Qwen2Config
 
     return Qwen2Config(
         vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
         tie_word_embeddings=True, eos_token_id=eos_id, bos_token_id=None, pad_token_id=pad_id,
+        initializer_range=init_std,
     )
 
 
@@ -87,12 +89,15 @@ ARCHS: Dict[str, Callable] = {"llama": _llama_config, "qwen2": _qwen2_config}
 
 
 def make_tiny_model(path: str | Path, arch: str = "llama", seed: int = 0, *,
-                    with_pad: bool = True, with_chat_template: bool = True) -> Path:
+                    with_pad: bool = True, with_chat_template: bool = True,
+                    init_std: float = 0.02) -> Path:
     """Write a tiny random `arch` model + tokenizer to `path` and return it.
 
     `with_pad=False` leaves the tokenizer without a pad token (and without a `<pad>` entry in
     its vocabulary); `with_chat_template=False` writes a "base model" with no chat template.
-    Weights are random (std 0.02, seeded), so generations are gibberish but deterministic.
+    Weights are random (normal, std `init_std`, seeded), so generations are gibberish but
+    deterministic. A larger `init_std` (e.g. 0.1) gives the lm-head enough range for a toy
+    reward to move the output distribution (at 0.02 every logit stays within about +-1.3).
     """
     from transformers import AutoModelForCausalLM, GenerationConfig
 
@@ -103,7 +108,7 @@ def make_tiny_model(path: str | Path, arch: str = "llama", seed: int = 0, *,
     if with_chat_template:
         tok.chat_template = CHATML_TEMPLATE
     eos_id = tok.convert_tokens_to_ids("<|im_end|>")
-    config = ARCHS[arch](len(tok), eos_id, tok.pad_token_id)
+    config = ARCHS[arch](len(tok), eos_id, tok.pad_token_id, init_std)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=tok.pad_token_id)

@@ -24,3 +24,10 @@ def tiny_llama_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_qwen2_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen2 (q/k/v biases, tied embeddings), otherwise like tiny_llama_path."""
     return make_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"), arch="qwen2", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_wide_llama_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama with init std 0.1: its logits have the range a toy reward needs to move."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_wide"), arch="llama", seed=0,
+                           init_std=0.1)

@@ -31,7 +31,7 @@ def base_args(model: Path, out: Path, steps: int, *extra: str) -> list[str]:
 def run_env() -> dict:
     # One thread: a tiny model gains nothing from two, and spinning threads slow a busy machine.
     return {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-            "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+            "OMP_NUM_THREADS": "1"}
 
 
 def grpo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -73,22 +73,21 @@ def _mean(rows: list[dict], key: str, sl: slice) -> float:
 
 
 @pytest.mark.slow
-def test_learnable_reward_rises_and_not_with_lr0(tiny_llama_path, tmp_path):
-    common = ["algo.beta=0.0", "trainer.prompts_per_step=4", "trainer.micro_batch_size=16",
+def test_learnable_reward_rises_and_not_with_lr0(tiny_wide_llama_path, tmp_path):
+    common = ["algo.beta=0.0", "trainer.prompts_per_step=4", "trainer.micro_batch_size=32",
               "algo.num_generations=8", "algo.loss_agg=token_mean",
               "~reward.components.correctness", "rollout.max_new_tokens=8"]
     learn, still = tmp_path / "learn", tmp_path / "still"
-    res = grpo(*base_args(tiny_llama_path, learn, 30, "optim.lr=2e-2", *common))
+    res = grpo(*base_args(tiny_wide_llama_path, learn, 20, "optim.lr=2e-2", *common))
     assert res.returncode == 0, res.stderr[-3000:]
-    res = grpo(*base_args(tiny_llama_path, still, 30, "optim.lr=0", *common))
+    res = grpo(*base_args(tiny_wide_llama_path, still, 20, "optim.lr=0", *common))
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = metrics(learn), metrics(still)
     start, end = _mean(a, "reward/mean", slice(0, 5)), _mean(a, "reward/mean", slice(-5, None))
-    print(f"lr=2e-2: reward {start:.3f} -> {end:.3f}")
     s0, s1 = _mean(b, "reward/mean", slice(0, 5)), _mean(b, "reward/mean", slice(-5, None))
-    print(f"lr=0:    reward {s0:.3f} -> {s1:.3f}")
-    assert end > start + 0.2, (start, end)
-    assert abs(s1 - s0) < 0.1, (s0, s1)
+    print(f"lr=2e-2: reward {start:.3f} -> {end:.3f}; lr=0: reward {s0:.3f} -> {s1:.3f}")
+    assert end > start + 0.15, (start, end)
+    assert abs(s1 - s0) < 0.05, (s0, s1)
 
 
 def test_resume_gives_the_same_steps(tiny_llama_path, tmp_path):

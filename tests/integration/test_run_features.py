@@ -1,0 +1,93 @@
+"""Run features through the real CLI on a tiny model: eval during training, grpo eval on the
+checkpoint, export, the GRPO variants (DAPO, RLOO, adaptive KL), W&B offline."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_train_cli import base_args, grpo, metrics, run_env
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "grpo_cli.cli", *args], capture_output=True,
+                          text=True, env=run_env(), timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_llama_path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "run"
+    res = grpo(*base_args(tiny_llama_path, out, 2, "trainer.eval_every=1", "eval.limit=4",
+                          "algo.beta=0.04"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+def test_eval_during_training_keeps_best(trained_run):
+    lines = [json.loads(x) for x in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in lines if "eval/accuracy" in r]
+    assert len(evals) >= 2 and all(0.0 <= r["eval/accuracy"] <= 1.0 for r in evals)
+    best = trained_run / "checkpoints" / "best"
+    assert (best / "meta.json").is_file() and (best / "policy").is_dir()
+
+
+def test_grpo_eval_on_checkpoint_uses_its_config(trained_run):
+    ckpt = trained_run / "checkpoints" / "final"
+    res = cli("eval", str(ckpt), "eval.limit=3", "eval.num_samples=2",
+              "rollout.temperature=0.7")
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((trained_run / "eval" / "arith" / "report.json").read_text())
+    assert report["dataset"] == "arith" and report["num_examples"] == 3
+    assert report["num_samples"] == 2
+    for key in ("accuracy", "accuracy_strict", "accuracy_flexible", "pass@1", "pass@2",
+                "maj@1", "maj@2", "format_rate", "mean_completion_tokens"):
+        assert key in report, key
+    assert (trained_run / "eval" / "arith" / "samples.jsonl").is_file()
+
+
+def test_eval_errors_are_one_line(tmp_path):
+    for args, needle in ((["checkpoint=" + str(tmp_path / "nope")], "does not exist"),
+                         ([f"checkpoint={tmp_path}"], "config.yaml")):
+        res = cli("eval", *args)
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.startswith("error: ") and needle in res.stderr
+        assert res.stderr.strip().count("\n") == 0
+
+
+def test_export_writes_a_loadable_model(trained_run, tmp_path):
+    res = cli("export", f"checkpoint={trained_run / 'checkpoints' / 'final'}",
+              f"out={tmp_path / 'merged'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert not any("lora" in n for n, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("variant", [
+    ["algo=dapo"],
+    ["algo=rloo"],
+    ["algo=dr_grpo"],
+    ["algo.kl_target=0.01", "algo.beta=0.1"],
+    ["algo.num_iterations=2", "trainer.grad_accum_steps=1", "algo.scale_rewards=batch"],
+])
+def test_variants_run_with_finite_metrics(tiny_llama_path, tmp_path, variant):
+    out = tmp_path / "run"
+    res = grpo(*base_args(tiny_llama_path, out, 2, *variant))
+    assert res.returncode == 0, res.stderr[-3000:]
+    for row in metrics(out):
+        for key in ("loss", "kl", "reward/mean", "grad_norm", "clip_ratio"):
+            assert row[key] is not None and math.isfinite(row[key]), (variant, key)
+
+
+def test_wandb_offline_run_is_written(tiny_llama_path, tmp_path):
+    out = tmp_path / "run"
+    args = [a for a in base_args(tiny_llama_path, out, 2) if not a.startswith("logger.wandb")]
+    res = grpo(*args, "logger.wandb.mode=offline", "logger.completions_every=1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = list((out / "wandb").rglob("*.wandb"))
+    assert runs, "no offline W&B run file"
