@@ -33,7 +33,7 @@ def test_checkpointing_off_and_big_micro_batch_does_not_fit_and_says_why():
 def test_quantization_shrinks_weights():
     _, nf4 = plan_for("+recipe=gsm8k_qwen7b")
     _, bf16 = plan_for("+recipe=gsm8k_qwen7b", "model.quantization=none")
-    assert bf16["weights"] > 3 * nf4["weights"]
+    assert bf16["weights"] > 2.4 * nf4["weights"]  # embeddings stay bf16 in both
 
 
 def test_unknown_gpu_is_a_user_error():
