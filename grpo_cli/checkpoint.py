@@ -8,9 +8,12 @@ A checkpoint folder `<run_dir>/checkpoints/<name>/` holds
     meta.json          {"step": N, ...}: written last; a folder without it is not a checkpoint
 
 Atomicity: everything is written into `checkpoints/.tmp-<name>-<pid>/`, flushed, and renamed
-into place with one `os.replace` (an existing `final`/`best` is first moved aside, then
-deleted). A process killed mid-write leaves only a `.tmp-*` folder, which resume ignores and
-the next save deletes.
+into place with one `os.replace` (an existing `final`/`best` is first moved aside to
+`.tmp-old-<name>-<pid>`, then deleted). A process killed mid-write leaves only a `.tmp-*`
+folder, which resume ignores and the next save deletes; a save that fails with an error (disk
+full) deletes its own `.tmp-*` folder before the error goes on. A kill in the instant between
+moving an old `final` aside and renaming the new one in is repaired by `recover_interrupted`,
+which the trainer runs before it looks for a checkpoint to resume.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from grpo_cli import faults
 from grpo_cli.errors import UserError
 
 META = "meta.json"
@@ -60,20 +64,30 @@ def _fsync_dir(path: Path) -> None:
 
 def save_checkpoint(ckpt_root: Path, name: str, *, save_policy_fn, trainer_state: dict,
                     config: DictConfig, step: int, extra_meta: dict | None = None) -> Path:
-    """Write checkpoint `name` atomically; returns its final path."""
+    """Write checkpoint `name` atomically; returns its final path.
+
+    On any error (OSError when the disk is full) the half-written folder is removed and the
+    error goes on; the checkpoint that had this name before is left as it was.
+    """
     ckpt_root.mkdir(parents=True, exist_ok=True)
+    recover_interrupted(ckpt_root)
     for stale in ckpt_root.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = ckpt_root / f".tmp-{name}-{os.getpid()}"
-    tmp.mkdir()
-    save_policy_fn(tmp / "policy")
-    torch.save(trainer_state, tmp / STATE)
-    (tmp / "config.yaml").write_text(OmegaConf.to_yaml(config))
-    meta = {"step": step, "name": name, **(extra_meta or {})}
-    with open(tmp / META, "w") as f:
-        json.dump(meta, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        tmp.mkdir()
+        save_policy_fn(tmp / "policy")
+        torch.save(trainer_state, tmp / STATE)
+        (tmp / "config.yaml").write_text(OmegaConf.to_yaml(config))
+        meta = {"step": step, "name": name, **(extra_meta or {})}
+        with open(tmp / META, "w") as f:
+            json.dump(meta, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        faults.in_checkpoint(step)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     final = ckpt_root / name
     if final.exists():
         aside = ckpt_root / f".tmp-old-{name}-{os.getpid()}"
@@ -84,6 +98,16 @@ def save_checkpoint(ckpt_root: Path, name: str, *, save_policy_fn, trainer_state
         os.replace(tmp, final)
     _fsync_dir(ckpt_root)
     return final
+
+
+def recover_interrupted(ckpt_root: Path) -> None:
+    """Put back a `final`/`best` that a killed save had moved aside but not yet replaced."""
+    if not ckpt_root.is_dir():
+        return
+    for aside in ckpt_root.glob(".tmp-old-*"):
+        m = re.fullmatch(r"\.tmp-old-(.+)-\d+", aside.name)
+        if m and is_checkpoint(aside) and not (ckpt_root / m.group(1)).exists():
+            os.replace(aside, ckpt_root / m.group(1))
 
 
 def is_checkpoint(path: Path) -> bool:

@@ -7,6 +7,14 @@
 The loss of one micro-batch is normalised by its whole mini-batch's sequence and token
 counts (loss.py), so accumulation gives exactly the full-batch gradient. Each micro-batch is
 trimmed to its own longest completion and shortest left padding before the forward pass.
+
+Out of memory (a CUDA OutOfMemoryError, or a RuntimeError saying 'out of memory') in the
+rollout or in a log-prob / backward pass is not fatal: the half-accumulated gradients are
+dropped, the rollout batch or micro-batch is halved for the rest of the run and the work is
+redone. A retry never takes new prompts (the same groups are regenerated or re-trained) and
+never repeats an optimizer step (only the mini-batch that failed is redone). At one group per
+rollout batch or one sequence per micro-batch there is nothing left to halve: a UserError
+points to `grpo plan`.
 """
 
 from __future__ import annotations
@@ -14,12 +22,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Callable, Optional, TypeVar
 
 import torch
 
+from grpo_cli import faults
 from grpo_cli.advantages import compute_advantages, zero_std_mask
 from grpo_cli.config import GrpoConfig
+from grpo_cli.errors import UserError
 from grpo_cli.logprobs import completion_logprobs
 from grpo_cli.loss import combine_metrics, grpo_loss
 from grpo_cli.rollout import Rollout, concat_rollouts, generate
@@ -40,6 +51,60 @@ class Engine:
     answer_format: str
     tracker: Any
     params: list = field(default_factory=list)
+    step: int = 0  # the step being run (fault hooks and messages)
+    # Shrunk after an out-of-memory error, for the rest of the run (0 / None = the config's).
+    micro_batch_size: int = 0
+    rollout_batch_size: Optional[int] = None
+    oom_retries: int = 0
+
+    def __post_init__(self) -> None:
+        self.micro_batch_size = self.micro_batch_size or self.cfg.trainer.micro_batch_size
+        self.rollout_batch_size = self.rollout_batch_size or self.cfg.rollout.batch_size
+
+
+T = TypeVar("T")
+PLAN_ADVICE = ("this config does not fit in memory; run `grpo plan` with the same arguments "
+               "for an estimate, then lower rollout.max_new_tokens or algo.num_generations, or "
+               "set model.gradient_checkpointing=true / model.quantization=nf4")
+
+
+def _retry_on_oom(engine: Engine, what: str, work: Callable[[], T],
+                  shrink: Callable[[Engine, str], None]) -> T:
+    """work(); after an out-of-memory error: free memory, shrink(engine, what), run it again."""
+    while True:
+        try:
+            return work()
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            if not faults.is_oom(exc):
+                raise
+        # Outside the except block, so the failed frames (and their tensors) are released.
+        faults.free_memory(engine.optimizer)
+        shrink(engine, what)
+        engine.oom_retries += 1
+
+
+def _halve_micro_batch(engine: Engine, what: str) -> None:
+    old = engine.micro_batch_size
+    if old <= 1:
+        raise UserError(f"out of memory in the {what} at step {engine.step} even at "
+                        f"trainer.micro_batch_size=1: {PLAN_ADVICE}")
+    engine.micro_batch_size = old // 2
+    engine.tracker.warn(f"step {engine.step}: out of memory in the {what} at micro-batch {old}; "
+                        f"retrying with trainer.micro_batch_size={old // 2} for the rest of "
+                        "the run")
+
+
+def _halve_rollout_batch(engine: Engine, what: str) -> None:
+    G = engine.cfg.algo.num_generations
+    # None = the whole step's batch at once.
+    groups = max(1, (engine.rollout_batch_size or engine.cfg.trainer.prompts_per_step * G) // G)
+    if groups <= 1:
+        raise UserError(f"out of memory in the {what} at step {engine.step} even at one group "
+                        f"of algo.num_generations={G} per batch: {PLAN_ADVICE}")
+    engine.rollout_batch_size = (groups // 2) * G
+    engine.tracker.warn(f"step {engine.step}: out of memory in the {what} at {groups * G} "
+                        f"sequences; retrying with rollout.batch_size={engine.rollout_batch_size}"
+                        " for the rest of the run")
 
 
 @dataclass
@@ -58,12 +123,17 @@ def _score(engine: Engine, indices: list[int]) -> ScoredBatch:
     cfg, G = engine.cfg, engine.cfg.algo.num_generations
     tok = engine.policy.tokenizer
     t0 = time.perf_counter()
-    with engine.tracker.rollout_progress(len(indices) * G) as bar:
-        ro = generate(engine.policy.model, tok, [engine.prompts[i] for i in indices],
-                      num_samples=G, max_new_tokens=cfg.rollout.max_new_tokens,
-                      temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                      top_k=cfg.rollout.top_k, min_new_tokens=cfg.rollout.min_new_tokens,
-                      batch_size=cfg.rollout.batch_size, on_batch=bar.update)
+
+    def sample() -> Rollout:
+        with engine.tracker.rollout_progress(len(indices) * G) as bar:
+            faults.maybe_oom("rollout", engine.step)
+            return generate(engine.policy.model, tok, [engine.prompts[i] for i in indices],
+                            num_samples=G, max_new_tokens=cfg.rollout.max_new_tokens,
+                            temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                            top_k=cfg.rollout.top_k, min_new_tokens=cfg.rollout.min_new_tokens,
+                            batch_size=engine.rollout_batch_size, on_batch=bar.update)
+
+    ro = _retry_on_oom(engine, "rollout", sample, _halve_rollout_batch)
     t1 = time.perf_counter()
     recs = [engine.records[i] for i in indices for _ in range(G)]
     meta_keys = sorted({k for r in recs for k in r.metadata})
@@ -164,9 +234,50 @@ def _all_logprobs(model: Any, ro: Rollout, mbs: int, temperature: float) -> torc
     return torch.cat(out)  # [N, L]
 
 
+@dataclass
+class MiniBatch:
+    """What one mini-batch's forward/backward passes left: the gradients sit in .grad."""
+    loss: float
+    parts: list[dict]
+    ent_sum: float
+
+
+def _accumulate(engine: Engine, ro: Rollout, rows_mini: torch.Tensor, adv: torch.Tensor,
+                loss_mask: torch.Tensor, old_all: torch.Tensor | None,
+                ref_all: torch.Tensor | None, beta: float, with_entropy: bool) -> MiniBatch:
+    """Forward + backward of one mini-batch, micro-batch by micro-batch (grads accumulate)."""
+    cfg, algo = engine.cfg, engine.cfg.algo
+    model, temp = engine.policy.model, cfg.rollout.temperature
+    mbs = min(engine.micro_batch_size, len(rows_mini))
+    tokens = int(loss_mask[rows_mini].sum())
+    out = MiniBatch(0.0, [], 0.0)
+    for s in range(0, len(rows_mini), mbs):
+        rows = rows_mini[s:s + mbs]
+        logp, ent = micro_logprobs(model, ro, rows, temp, with_entropy=with_entropy)
+        old = old_all[rows] if old_all is not None else logp.detach()
+        ref = ref_all[rows] if ref_all is not None else None
+        loss, sums = grpo_loss(
+            logp, old, ref, adv[rows], loss_mask[rows], algo.epsilon_low,
+            algo.epsilon_high, beta if ref is not None else 0.0, algo.loss_agg,
+            cfg.rollout.max_new_tokens, num_seqs=len(rows_mini), num_tokens=tokens)
+        loss = faults.poison_loss(loss, engine.step)
+        if s + mbs >= len(rows_mini):  # the last micro-batch: earlier ones left gradients
+            faults.maybe_oom("backward", engine.step)
+        loss.backward()
+        out.loss += float(loss.detach())
+        out.parts.append(sums)
+        if ent is not None:
+            out.ent_sum += float((ent * ro.completion_mask[rows]).sum())
+    return out
+
+
 def train_on_batch(engine: Engine, batch: ScoredBatch) -> tuple[dict[str, float], torch.Tensor,
                                                                  bool]:
-    """Gradient steps on one scored batch. Returns (metrics, advantages, any_step_skipped)."""
+    """Gradient steps on one scored batch. Returns (metrics, advantages, any_step_skipped).
+
+    A mini-batch whose loss or gradient norm is not finite is skipped: no optimizer step, so
+    neither the parameters nor the Adam moments change, and the KL controller is not updated.
+    """
     cfg, algo = engine.cfg, engine.cfg.algo
     model, ro = engine.policy.model, batch.rollout
     device = ro.completion_ids.device
@@ -176,19 +287,26 @@ def train_on_batch(engine: Engine, batch: ScoredBatch) -> tuple[dict[str, float]
     if algo.mask_truncated:
         loss_mask = loss_mask * (~ro.truncated).float().unsqueeze(1)  # [N, L]
     N = adv.shape[0]
-    mbs = min(cfg.trainer.micro_batch_size, N)
-    mini = mbs * cfg.trainer.grad_accum_steps if cfg.trainer.grad_accum_steps else N
+    # The mini-batch (one optimizer step) is fixed by the config; only the micro-batch
+    # (one forward/backward) shrinks after an out-of-memory error.
+    configured_mbs = min(cfg.trainer.micro_batch_size, N)
+    mini = configured_mbs * cfg.trainer.grad_accum_steps if cfg.trainer.grad_accum_steps else N
     num_mini = math.ceil(N / mini)
     temp = cfg.rollout.temperature
     beta = engine.kl_ctl.beta
 
     t0 = time.perf_counter()
     need_old = algo.num_iterations > 1 or num_mini > 1
-    old_all = _all_logprobs(model, ro, mbs, temp) if need_old else None
+    old_all = (_retry_on_oom(engine, "log-prob pass",
+                             lambda: _all_logprobs(model, ro, engine.micro_batch_size, temp),
+                             _halve_micro_batch) if need_old else None)
     ref_all = None
     if beta > 0 or algo.kl_target is not None:
-        with engine.policy.reference() as ref_model:
-            ref_all = _all_logprobs(ref_model, ro, mbs, temp)
+        def reference_logprobs() -> torch.Tensor:
+            with engine.policy.reference() as ref_model:
+                return _all_logprobs(ref_model, ro, engine.micro_batch_size, temp)
+        ref_all = _retry_on_oom(engine, "reference log-prob pass", reference_logprobs,
+                                _halve_micro_batch)
     t1 = time.perf_counter()
 
     parts, losses, grad_norms, ent_sum, skipped = [], [], [], 0.0, False
@@ -196,30 +314,19 @@ def train_on_batch(engine: Engine, batch: ScoredBatch) -> tuple[dict[str, float]
     for it in range(algo.num_iterations):
         for m0 in range(0, N, mini):
             rows_mini = torch.arange(m0, min(m0 + mini, N))
-            tokens = int(loss_mask[rows_mini].sum())
-            step_loss = 0.0
-            for s in range(0, len(rows_mini), mbs):
-                rows = rows_mini[s:s + mbs]
-                logp, ent = micro_logprobs(model, ro, rows, temp, with_entropy=(it == 0))
-                old = old_all[rows] if old_all is not None else logp.detach()
-                ref = ref_all[rows] if ref_all is not None else None
-                loss, sums = grpo_loss(
-                    logp, old, ref, adv[rows], loss_mask[rows], algo.epsilon_low,
-                    algo.epsilon_high, beta if ref is not None else 0.0, algo.loss_agg,
-                    cfg.rollout.max_new_tokens, num_seqs=len(rows_mini), num_tokens=tokens)
-                loss.backward()
-                step_loss += float(loss.detach())
-                parts.append(sums)
-                if ent is not None:
-                    ent_sum += float((ent * ro.completion_mask[rows]).sum())
+            work = partial(_accumulate, engine, ro, rows_mini, adv, loss_mask, old_all, ref_all,
+                           beta, with_entropy=(it == 0))
+            done = _retry_on_oom(engine, "backward pass", work, _halve_micro_batch)
+            parts += done.parts
+            ent_sum += done.ent_sum
             max_norm = cfg.optim.max_grad_norm or float("inf")
             norm = float(torch.nn.utils.clip_grad_norm_(engine.params, max_norm))
-            if math.isfinite(norm) and math.isfinite(step_loss):
+            if math.isfinite(norm) and math.isfinite(done.loss):
                 engine.optimizer.step()
             else:
                 skipped = True
             engine.optimizer.zero_grad(set_to_none=True)
-            losses.append(step_loss)
+            losses.append(done.loss)
             grad_norms.append(norm)
     lr = engine.optimizer.param_groups[0]["lr"]  # the rate this step used
     engine.scheduler.step()
@@ -233,7 +340,8 @@ def train_on_batch(engine: Engine, batch: ScoredBatch) -> tuple[dict[str, float]
     })
     if ref_all is None:
         metrics["kl"] = 0.0
-    engine.kl_ctl.update(metrics["kl"], 1)
+    if not skipped and math.isfinite(metrics["kl"]):
+        engine.kl_ctl.update(metrics["kl"], 1)
     return metrics, adv, skipped
 
 

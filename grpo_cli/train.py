@@ -7,13 +7,28 @@
       loop:    step.collect_batch -> step.train_on_batch -> tracker.log_step -> checkpoints
 
 What was simplified, on purpose: one process, one device; groups of G completions never
-leave the process, so advantages need no communication. A stop request (Ctrl-C, SIGTERM) is
-honoured at the end of the current step: a checkpoint is written and the run exits 130; a
-second Ctrl-C stops at once, leaving the last checkpoint as it was.
+leave the process, so advantages need no communication.
+
+Faults (tests/reliability proves each):
+- Bad input fails during setup, before anything is written: grpo's log lines of the setup are
+  held back and dropped on a UserError, so the user sees one `error:` line (exit 2), and
+  config.yaml is written only once the model, data and rewards are built.
+- A stop request (Ctrl-C, SIGTERM) is honoured at the end of the current step: a checkpoint
+  is written and the run exits 130; a second one stops at once, leaving the last checkpoint.
+- A step whose loss or gradient is not finite applies no update (step.train_on_batch) and
+  counts in health/skipped_steps; trainer.max_bad_steps in a row stop the run (exit 2) with
+  a checkpoint whose weights and optimizer state are those of the last good step.
+- Out of memory: step.py halves the batch and retries.
+- A checkpoint that cannot be written (disk full) never replaces the previous one. A
+  periodic save that fails is a warning and training goes on (space may be freed meanwhile;
+  the next save retries); a failed save that ends the run (final, stop, bad steps) and any
+  other disk error in the loop stop with one line naming the newest complete checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import math
 import random
@@ -21,6 +36,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -73,14 +89,74 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_run_dir(run_dir: Path) -> None:
+# Disk errors that stop a run with one line instead of a traceback.
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def prepare_run_dir(run_dir: Path) -> bool:
+    """Make sure the run folder can be written before any work starts; True if it is new."""
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise UserError(f"trainer.output_dir={run_dir} is not writable ({exc.strerror})") from None
+        raise UserError(f"trainer.output_dir={run_dir} is not writable "
+                        f"({exc.strerror or exc})") from None
+    return created
+
+
+@contextlib.contextmanager
+def held_logs(run_dir: Path, created: bool, patience_s: float = 30.0) -> Iterator[None]:
+    """Hold grpo's log lines back during a quick setup: dropped on a UserError.
+
+    Bad input then reads as one `error:` line, and a run folder this run created is removed
+    again. A setup that takes longer than `patience_s` (loading a 7B model) shows its lines as
+    they come from then on, so a long load is never silent. After any other exception (a bug)
+    the held lines are shown, as context for the traceback.
+    """
+    logger, held = logging.getLogger("grpo"), []
+    handlers = logger.handlers[:]
+    start = time.monotonic()
+
+    def release() -> None:
+        logger.handlers = handlers
+        for record in held:
+            logger.handle(record)
+        held.clear()
+
+    class Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            held.append(record)
+            if time.monotonic() - start > patience_s:
+                release()
+
+    logger.handlers = [Hold()]
+    try:
+        yield
+    except UserError:
+        held.clear()
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if still empty
+        raise
+    finally:
+        release()
+
+
+def check_data_before_model(cfg: GrpoConfig) -> None:
+    """Read the dataset once without a tokenizer, so that a bad file fails in a second,
+    not after a model load of minutes. The length filter runs later, with the tokenizer."""
+    from grpo_cli.data import build_dataset
+
+    log = logging.getLogger("grpo")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        build_dataset(cfg.data, None, cfg.trainer.seed)
+    finally:
+        log.setLevel(level)
 
 
 def check_resume_compatible(saved: DictConfig, current: DictConfig, path: Path) -> None:
@@ -106,21 +182,23 @@ def run(cfg: GrpoConfig, dcfg: DictConfig) -> int:
     from grpo_cli.tracking import build_tracker
 
     run_dir = Path(cfg.trainer.output_dir)
-    prepare_run_dir(run_dir)
-    resume_from = ckpt.resolve_resume(cfg.trainer.resume, run_dir)
-    if resume_from is not None:
-        check_resume_compatible(ckpt.load_checkpoint_config(resume_from), dcfg, resume_from)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(dcfg))
-    seed_everything(cfg.trainer.seed)
+    with held_logs(run_dir, prepare_run_dir(run_dir)):
+        ckpt.recover_interrupted(run_dir / "checkpoints")
+        resume_from = ckpt.resolve_resume(cfg.trainer.resume, run_dir)
+        if resume_from is not None:
+            check_resume_compatible(ckpt.load_checkpoint_config(resume_from), dcfg, resume_from)
+        seed_everything(cfg.trainer.seed)
 
-    rewards = build_reward_stack(cfg.reward)
-    need_ref = cfg.algo.beta > 0 or cfg.algo.kl_target is not None
-    policy = build_policy(cfg.model, need_reference=need_ref)
-    data = build_dataset(cfg.data, policy.tokenizer, cfg.trainer.seed)
-    prompts = [render_prompt(policy.tokenizer, r.prompt) for r in data.train]
-    params = [p for p in policy.model.parameters() if p.requires_grad]
-    optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.trainer.max_steps,
-                                           policy.device)
+        rewards = build_reward_stack(cfg.reward)
+        check_data_before_model(cfg)
+        need_ref = cfg.algo.beta > 0 or cfg.algo.kl_target is not None
+        policy = build_policy(cfg.model, need_reference=need_ref)
+        data = build_dataset(cfg.data, policy.tokenizer, cfg.trainer.seed)
+        prompts = [render_prompt(policy.tokenizer, r.prompt) for r in data.train]
+        params = [p for p in policy.model.parameters() if p.requires_grad]
+        optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.trainer.max_steps,
+                                               policy.device)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(dcfg))
     kl_ctl = (AdaptiveKLController(cfg.algo.beta, cfg.algo.kl_target, cfg.algo.kl_horizon)
               if cfg.algo.kl_target is not None else FixedKLController(cfg.algo.beta))
     sampler = PromptSampler(len(prompts), cfg.trainer.seed)
@@ -144,27 +222,44 @@ def run(cfg: GrpoConfig, dcfg: DictConfig) -> int:
     engine = Engine(cfg, policy, optimizer, scheduler, rewards, kl_ctl, data.train, prompts,
                     sampler, data.answer_format, tracker, params)
 
-    def save(name: str, step: int) -> Path:
+    def save(name: str, step: int, *, ends_run: bool = False, **meta) -> Path | None:
+        """Write a checkpoint. If it fails: a warning (training goes on) or, when the save
+        ends the run, a one-line error; the previous checkpoint stays either way."""
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "kl_ctl": kl_ctl.state_dict(), "data_position": sampler.position,
                  "step": step, "best": status["best"], "rng": ckpt.rng_state()}
         from grpo_cli.model import save_policy
 
-        path = ckpt.save_checkpoint(run_dir / "checkpoints", name,
-                                    save_policy_fn=lambda d: save_policy(policy, d),
-                                    trainer_state=state, config=dcfg, step=step)
+        try:
+            path = ckpt.save_checkpoint(run_dir / "checkpoints", name,
+                                        save_policy_fn=lambda d: save_policy(policy, d),
+                                        trainer_state=state, config=dcfg, step=step,
+                                        extra_meta=meta)
+        except OSError as exc:
+            latest = ckpt.find_latest(run_dir)
+            problem = (f"could not write checkpoint {name} at step {step} to "
+                       f"{run_dir / 'checkpoints'} ({exc.strerror or exc}); the newest complete "
+                       f"checkpoint is {latest or 'none'}")
+            if ends_run:
+                raise UserError(f"{problem}: free space and resume with trainer.resume=auto"
+                                ) from None
+            tracker.warn(f"{problem}; training goes on and the next save tries again")
+            return None
         if name.startswith("step-"):
             ckpt.prune(run_dir / "checkpoints", cfg.trainer.keep_last)
         tracker.log_checkpoint(path, step)
         return path
 
     exit_code, bad_in_a_row, skipped_total, step = 0, 0, 0, start_step
+    last_good = start_step
     try:
         with StopRequest() as stop:
             for step in range(start_step + 1, cfg.trainer.max_steps + 1):
+                engine.step = step
                 metrics, samples = one_step(engine, step)
                 bad = metrics.pop("_skipped")
                 bad_in_a_row = bad_in_a_row + 1 if bad else 0
+                last_good = last_good if bad else step
                 skipped_total += int(bad)
                 metrics["health/skipped_steps"] = skipped_total
                 if bad:
@@ -177,13 +272,18 @@ def run(cfg: GrpoConfig, dcfg: DictConfig) -> int:
                 if step % cfg.trainer.log_every == 0 or step == 1:
                     tracker.log_samples(step, samples)
                 if bad_in_a_row >= cfg.trainer.max_bad_steps:
-                    path = save(f"step-{step}", step)
+                    # Skipped steps changed neither the weights nor the Adam moments: this
+                    # checkpoint holds those of the last good step, before the trouble.
+                    path = save(f"step-{step}", step, ends_run=True, last_good_step=last_good,
+                                skipped_in_a_row=bad_in_a_row)
                     raise UserError(
-                        f"stopped: {bad_in_a_row} steps in a row had a non-finite loss or "
-                        f"gradient (no update was applied; checkpoint {path}). Try a lower "
+                        f"stopped at step {step}: {bad_in_a_row} steps in a row had a "
+                        f"non-finite loss or gradient and were skipped; {path} holds the "
+                        f"weights of {f'step {last_good}' if last_good else 'the start'}, "
+                        "before the trouble. Try a lower "
                         "optim.lr, optim.max_grad_norm=1.0, or model.dtype=fp32")
                 if stop.signum is not None:
-                    path = save(f"step-{step}", step)
+                    path = save(f"step-{step}", step, ends_run=True)
                     print(f"stopped at step {step}; checkpoint {path}\nresume with: grpo train "
                           f"{' '.join(sys.argv[2:])} trainer.resume=auto", file=sys.stderr)
                     exit_code = 130
@@ -191,11 +291,17 @@ def run(cfg: GrpoConfig, dcfg: DictConfig) -> int:
                 if cfg.trainer.save_every and step % cfg.trainer.save_every == 0:
                     save(f"step-{step}", step)
             else:
-                save("final", cfg.trainer.max_steps)
+                save("final", cfg.trainer.max_steps, ends_run=True)
     except KeyboardInterrupt:
         print(f"\nstopped during step {step}; the newest checkpoint in {run_dir}/checkpoints is "
               "intact: resume with trainer.resume=auto", file=sys.stderr)
         exit_code = 130
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        raise UserError(f"stopped at step {step}: {exc.strerror} ({exc.filename}); the newest "
+                        f"complete checkpoint is {ckpt.find_latest(run_dir) or 'none'}: fix it "
+                        "and resume with trainer.resume=auto") from None
     finally:
         tracker.close(plot=cfg.logger.plot_at_end and exit_code == 0)
     return exit_code
@@ -223,7 +329,8 @@ def one_step(engine: Engine, step: int) -> tuple[dict, list[dict]]:
         "time/generate_s": batch.time_generate, "time/reward_s": batch.time_reward,
         "time/rollout_s": batch.time_generate + batch.time_reward, "time/step_s": elapsed,
         "tokens_per_s": gen_tokens / max(batch.time_generate, 1e-9),
-        "mem/peak_gb": peak_memory_gb(device), "_skipped": skipped,
+        "mem/peak_gb": peak_memory_gb(device), "health/oom_retries": engine.oom_retries,
+        "_skipped": skipped,
     })
     if "correctness" in batch.components:
         metrics["accuracy"] = float((batch.components["correctness"] >= 1.0).float().mean())

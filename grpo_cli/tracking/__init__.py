@@ -77,7 +77,8 @@ class Tracker:
         self.completions_every = completions_every
         self.plot_at_end = plot_at_end
         self.health = health
-        self.metrics = MetricsFile(self.run_dir, start_step)
+        # start_step = steps already done; MetricsFile takes the first new step.
+        self.metrics = MetricsFile(self.run_dir, start_step + 1 if start_step else 0)
         self.backend: SafeBackend = SafeBackend(NullBackend(), self.warn)
         self._steps_logged = 0
         self._last_step = start_step

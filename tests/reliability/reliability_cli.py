@@ -1,0 +1,72 @@
+"""Helpers for the reliability tests: run `grpo train` on the tiny model in subprocesses.
+
+A run costs about 4 s of imports plus ~0.5 s per step on one CPU thread, so the tests keep to
+1-3 steps and run independent bad-input cases two at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def base_args(model: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    """A fast CPU config: 2 prompts x G=4, 12 new tokens, a toy reward, no W&B, no plots."""
+    return [
+        f"model.name_or_path={model}", "model.dtype=fp32", "data=arith",
+        "data.arith.num_examples=200", f"trainer.output_dir={out}",
+        f"trainer.max_steps={steps}", "trainer.prompts_per_step=2", "trainer.micro_batch_size=4",
+        "algo.num_generations=4", "rollout.max_new_tokens=12", "logger.wandb.mode=disabled",
+        "logger.console=plain", "logger.plot_at_end=false", "trainer.save_every=0",
+        "+reward.components.digits.fn=faulty_rewards:digit_share",
+        "~reward.components.format", *extra]
+
+
+def run_env(fault: str | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    env.pop("GRPO_FAULT", None)
+    if fault:
+        env["GRPO_FAULT"] = fault
+    return env
+
+
+def grpo(*args: str, fault: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`grpo train ARGS` in a subprocess (GRPO_FAULT=fault when given)."""
+    return subprocess.run([sys.executable, "-m", "grpo_cli.cli", "train", *args],
+                          capture_output=True, text=True, env=run_env(fault), timeout=timeout)
+
+
+def grpo_many(arg_lists: list[list[str]],
+              faults: list[str | None] | None = None) -> list[subprocess.CompletedProcess]:
+    """Several independent `grpo train` runs (each with its GRPO_FAULT), two at a time."""
+    faults = faults or [None] * len(arg_lists)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda a, f: grpo(*a, fault=f), arg_lists, faults))
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+            if line.strip() and "reward/mean" in line]
+
+
+def assert_one_error_line(res: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2, stderr is exactly one line `error: ...` naming `needles`, no traceback."""
+    err = res.stderr.strip()
+    assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr[-3000:]
+    assert err.startswith("error: ") and "\n" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
