@@ -6,7 +6,7 @@ import pytest
 
 from grpo_cli.compose import compose_config
 from grpo_cli.errors import UserError
-from grpo_cli.plan import GiB, KNOWN_ARCHS, estimate, run_plan
+from grpo_cli.plan import KNOWN_ARCHS, GiB, estimate, run_plan
 
 
 def plan_for(*overrides: str):
