@@ -173,7 +173,8 @@ class AlgoConfig:
 
 @dataclass
 class RolloutConfig:
-    # Sampling engine (hf = transformers generate with a KV cache).
+    # Sampling engine. hf = a decode loop over the transformers model with its KV cache
+    # (each prompt prefilled once, its cache copied for the G samples).
     engine: str = choice("hf", ["hf"])
     max_new_tokens: int = bounded(256, lo=1)
     # Forces this many tokens before EOS may end a completion (benchmarks use max_new_tokens).

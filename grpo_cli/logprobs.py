@@ -16,6 +16,15 @@ float32 chunk for the backward pass; ``micro_batch_size`` bounds that.)
 :func:`completion_logprobs` runs the model in micro-batches with ``logits_to_keep=L+1`` so
 the lm head is applied only at the positions that predict completion tokens, and passes
 ``position_ids`` derived from the attention mask so left-padded rows match unpadded ones.
+
+Shared prompts: GRPO's G completions of one prompt sit in consecutive rows with the same
+prompt tokens. When a micro-batch has such rows (and activation checkpointing is off, which
+drops caches), :func:`completion_logprobs` runs each distinct prompt once, copies its KV
+cache to the rows that share it, and runs only the completion tokens on top: for 8 samples
+of a 60-token prompt and 64-token completions that is ~40% fewer tokens through the model,
+in the no-grad reference pass and in the training forward and backward alike (gradients
+flow back through the copied cache to the one prompt pass). The log-probs are the same as
+the plain full-sequence pass up to float rounding (tests/unit/test_fastpaths.py).
 """
 
 from __future__ import annotations
@@ -28,10 +37,17 @@ __all__ = [
     "completion_logprobs",
     "entropy_from_logits",
     "position_ids_from_mask",
+    "prompt_groups",
     "selective_log_softmax",
 ]
 
 DEFAULT_CHUNK_SIZE = 512  # rows (tokens) upcast to float32 at a time
+
+
+def _scaled(logits: Tensor, temperature: float) -> Tensor:
+    """float32 ``logits / temperature``; no copy (and nothing extra kept for backward) at 1."""
+    logits = logits.float()  # [c, V]
+    return logits if temperature == 1.0 else logits / temperature  # [c, V]
 
 
 def selective_log_softmax(
@@ -53,7 +69,7 @@ def selective_log_softmax(
     flat_ids = ids.reshape(-1, 1).long()  # [R, 1]
     out = []
     for start in range(0, flat_logits.shape[0], chunk_size):
-        chunk = flat_logits[start : start + chunk_size].float() / temperature  # [c, V]
+        chunk = _scaled(flat_logits[start : start + chunk_size], temperature)  # [c, V]
         picked = chunk.gather(-1, flat_ids[start : start + chunk_size]).squeeze(-1)  # [c]
         out.append(picked - torch.logsumexp(chunk, dim=-1))  # [c]
     if not out:
@@ -76,7 +92,7 @@ def entropy_from_logits(
     flat_logits = logits.reshape(-1, vocab)  # [R, V]
     out = []
     for start in range(0, flat_logits.shape[0], chunk_size):
-        chunk = flat_logits[start : start + chunk_size].float() / temperature  # [c, V]
+        chunk = _scaled(flat_logits[start : start + chunk_size], temperature)  # [c, V]
         logp = torch.log_softmax(chunk, dim=-1)  # [c, V]
         out.append(-(logp.exp() * logp).sum(dim=-1))  # [c]
     if not out:
@@ -128,25 +144,80 @@ def completion_logprobs(
         )
     if micro_batch_size < 1:
         raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
+    share = not _checkpointing_active(model)
     logps, entropies = [], []
     for start in range(0, input_ids.shape[0], micro_batch_size):
         ids = input_ids[start : start + micro_batch_size]  # [n, P+L]
         mask = attention_mask[start : start + micro_batch_size]  # [n, P+L]
-        out = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=position_ids_from_mask(mask),
-            logits_to_keep=completion_len + 1,
-            use_cache=False,
-        )
-        # Logits at position t predict token t+1: the first kept one predicts the first
-        # completion token, the last kept one (after the final token) is dropped.
-        logits = out.logits[:, -(completion_len + 1) : -1, :]  # [n, L, V]
-        targets = ids[:, -completion_len:]  # [n, L]
-        logps.append(selective_log_softmax(logits, targets, chunk_size, temperature))  # [n, L]
+        groups = prompt_groups(ids, mask, completion_len) if share else None
+        run = _forward_shared if groups is not None else _forward_plain
+        parts = run(model, ids, mask, completion_len, groups)  # [(logits [n, l, V], ids [n, l])]
+        logps.append(torch.cat([selective_log_softmax(lg, tg, chunk_size, temperature)
+                                for lg, tg in parts], dim=1))  # [n, L]
         if with_entropy:
             with torch.no_grad():  # entropy is a metric: no graph kept for it
-                entropies.append(entropy_from_logits(logits, chunk_size, temperature))  # [n, L]
+                entropies.append(torch.cat([entropy_from_logits(lg, chunk_size, temperature)
+                                            for lg, _ in parts], dim=1))  # [n, L]
     logp = torch.cat(logps)  # [N, L]
     entropy = torch.cat(entropies) if with_entropy else None  # [N, L]
     return logp, entropy
+
+
+def _checkpointing_active(model: nn.Module) -> bool:
+    """True when activation checkpointing would run (it discards KV caches inside layers)."""
+    return any(getattr(m, "gradient_checkpointing", False) and m.training
+               for m in model.modules())
+
+
+def prompt_groups(input_ids: Tensor, attention_mask: Tensor, completion_len: int) -> Tensor | None:
+    """Row -> index of its distinct prompt, for consecutive rows with identical prompts.
+
+    Returns ``[n]`` group indices (0, 0, ..., 1, 1, ...) or None when no two consecutive
+    rows share a prompt (then sharing would save nothing).
+    """
+    P = input_ids.shape[1] - completion_len
+    ids, mask = input_ids[:, :P], attention_mask[:, :P]  # [n, P]
+    same = ((ids[1:] == ids[:-1]) & (mask[1:] == mask[:-1])).all(dim=1)  # [n-1]
+    if not bool(same.any()):
+        return None
+    new_group = torch.cat([same.new_ones(1), ~same])  # [n]
+    return new_group.long().cumsum(0) - 1  # [n]
+
+
+def _forward_plain(model: nn.Module, ids: Tensor, mask: Tensor, completion_len: int,
+                   groups: None) -> list[tuple[Tensor, Tensor]]:
+    """One pass over prompt + completion; logits of the L positions predicting the completion."""
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                logits_to_keep=completion_len + 1, use_cache=False)
+    # Logits at position t predict token t+1: the first kept one predicts the first
+    # completion token, the last kept one (after the final token) is dropped.
+    logits = out.logits[:, -(completion_len + 1) : -1, :]  # [n, L, V]
+    return [(logits, ids[:, -completion_len:])]
+
+
+def _forward_shared(model: nn.Module, ids: Tensor, mask: Tensor, completion_len: int,
+                    groups: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """Each distinct prompt once, then the completions on top of its copied KV cache.
+
+    Returns two (logits, targets) parts: the prompt's last position (predicting completion
+    token 1) and the completion positions 1..L-1 (predicting tokens 2..L).
+    """
+    L = completion_len
+    P = ids.shape[1] - L
+    first = torch.cat([groups.new_ones(1), (groups[1:] != groups[:-1]).long()]).bool()  # [n]
+    p_ids, p_mask = ids[first, :P], mask[first, :P]  # [u, P]
+    out = model(input_ids=p_ids, attention_mask=p_mask,
+                position_ids=position_ids_from_mask(p_mask), logits_to_keep=1, use_cache=True)
+    parts = [(out.logits[:, -1:, :][groups], ids[:, P : P + 1])]  # [n, 1, V], [n, 1]
+    if L == 1:
+        return parts
+    cache = out.past_key_values
+    if cache is None:  # a model that returned no cache: the plain pass
+        return _forward_plain(model, ids, mask, completion_len, None)
+    cache.batch_select_indices(groups)  # row r gets its prompt's cache (grads add back up)
+    c_mask = mask[:, : P + L - 1]  # [n, P+L-1]
+    rest = model(input_ids=ids[:, P : P + L - 1], attention_mask=c_mask,
+                 position_ids=position_ids_from_mask(c_mask)[:, P:], past_key_values=cache,
+                 use_cache=True)
+    parts.append((rest.logits, ids[:, P + 1 :]))  # [n, L-1, V], [n, L-1]
+    return parts

@@ -228,9 +228,16 @@ def micro_logprobs(model: Any, ro: Rollout, rows: torch.Tensor, temperature: flo
 
 @torch.no_grad()
 def _all_logprobs(model: Any, ro: Rollout, mbs: int, temperature: float) -> torch.Tensor:
+    """No-grad log-probs of every row (old / reference policy), in eval mode: no dropout,
+    and the KV cache stays on under gradient checkpointing, so each prompt runs once."""
     N = ro.completion_ids.shape[0]
-    out = [micro_logprobs(model, ro, torch.arange(s, min(s + mbs, N)), temperature)[0]
-           for s in range(0, N, mbs)]
+    was_training = model.training
+    model.eval()
+    try:
+        out = [micro_logprobs(model, ro, torch.arange(s, min(s + mbs, N)), temperature)[0]
+               for s in range(0, N, mbs)]
+    finally:
+        model.train(was_training)
     return torch.cat(out)  # [N, L]
 
 
