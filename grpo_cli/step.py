@@ -165,6 +165,18 @@ def _merge(parts: list[ScoredBatch], pad_id: int) -> ScoredBatch:
         sum(p.time_reward for p in parts))
 
 
+def component_metrics(components: dict[str, torch.Tensor],
+                      errors: dict[str, int]) -> dict[str, float]:
+    """rewards/<name>/{mean,std,errors} over the applicable (non-NaN) samples."""
+    out = {}
+    for name, values in components.items():
+        ok = values[~torch.isnan(values)]  # [M]
+        out[f"rewards/{name}/mean"] = float(ok.mean()) if ok.numel() else math.nan
+        out[f"rewards/{name}/std"] = float(ok.std(unbiased=False)) if ok.numel() else math.nan
+        out[f"rewards/{name}/errors"] = float(errors.get(name, 0))
+    return out
+
+
 def _select_groups(b: ScoredBatch, groups: list[int], G: int) -> ScoredBatch:
     rows = [g * G + j for g in groups for j in range(G)]
     idx = torch.tensor(rows, dtype=torch.long)
@@ -199,6 +211,9 @@ def collect_batch(engine: Engine) -> tuple[ScoredBatch, dict[str, float]]:
     merged = _merge(chosen, pad_id)
     merged.time_generate = sum(p.time_generate for p in sampled)
     merged.time_reward = sum(p.time_reward for p in sampled)
+    # Reward metrics describe the batch that is trained on; errors count every round once.
+    merged.errors = {k: sum(p.errors.get(k, 0) for p in sampled) for k in first.errors}
+    merged.metrics = component_metrics(merged.components, merged.errors)
     stats.update({"dynamic_sampling/rounds": rounds, "dynamic_sampling/filled": filled,
                   "dynamic_sampling/prompts_sampled": sum(len(p.indices) for p in sampled)})
     return merged, stats
