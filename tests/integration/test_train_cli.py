@@ -13,19 +13,9 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+from tiny_run import base_args
 
 HERE = Path(__file__).resolve().parent
-
-
-def base_args(model: Path, out: Path, steps: int, *extra: str) -> list[str]:
-    return [
-        f"model.name_or_path={model}", "model.dtype=fp32", "data=arith",
-        "data.arith.num_examples=200", f"trainer.output_dir={out}",
-        f"trainer.max_steps={steps}", "trainer.prompts_per_step=2", "trainer.micro_batch_size=4",
-        "algo.num_generations=4", "rollout.max_new_tokens=12", "logger.wandb.mode=disabled",
-        "logger.console=plain", "logger.plot_at_end=false", "trainer.save_every=0",
-        "+reward.components.digits.fn=toy_rewards:digit_share",
-        "~reward.components.format", *extra]
 
 
 def run_env() -> dict:

@@ -13,19 +13,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tiny_run import base_args as tiny_base_args
+
 HERE = Path(__file__).resolve().parent
 
 
 def base_args(model: Path, out: Path, steps: int, *extra: str) -> list[str]:
-    """A fast CPU config: 2 prompts x G=4, 12 new tokens, a toy reward, no W&B, no plots."""
-    return [
-        f"model.name_or_path={model}", "model.dtype=fp32", "data=arith",
-        "data.arith.num_examples=200", f"trainer.output_dir={out}",
-        f"trainer.max_steps={steps}", "trainer.prompts_per_step=2", "trainer.micro_batch_size=4",
-        "algo.num_generations=4", "rollout.max_new_tokens=12", "logger.wandb.mode=disabled",
-        "logger.console=plain", "logger.plot_at_end=false", "trainer.save_every=0",
-        "+reward.components.digits.fn=faulty_rewards:digit_share",
-        "~reward.components.format", *extra]
+    """The shared fast CPU config (tests/tiny_run.py), with this folder's toy reward."""
+    return tiny_base_args(model, out, steps, *extra, reward="faulty_rewards:digit_share")
 
 
 def run_env(fault: str | None = None) -> dict:
