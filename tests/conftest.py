@@ -31,3 +31,15 @@ def tiny_wide_llama_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama with init std 0.1: its logits have the range a toy reward needs to move."""
     return make_tiny_model(tmp_path_factory.mktemp("tiny_wide"), arch="llama", seed=0,
                            init_std=0.1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`gpu` tests need CUDA: skipped, with the reason, on a machine without it."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
