@@ -38,7 +38,12 @@ STATE = "trainer_state.pt"
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    """Every RNG the run draws from, as plain tensors/lists/numbers (loadable with
+    `torch.load(weights_only=True)`, so resuming never unpickles arbitrary objects)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state = {"python": [version, list(internal), gauss],
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -46,8 +51,10 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -180,7 +187,11 @@ def load_checkpoint_config(path: Path) -> DictConfig:
 
 
 def load_trainer_state(path: Path) -> dict:
-    return torch.load(path / STATE, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path / STATE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file is a user error
+        raise UserError(f"{path / STATE}: cannot be read as a grpo trainer state "
+                        f"({type(exc).__name__}); was it written by grpo?") from None
 
 
 def load_policy_weights(model: torch.nn.Module, folder: Path) -> None:
