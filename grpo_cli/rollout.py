@@ -35,6 +35,8 @@ from typing import Any, Callable, Optional
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from grpo_cli.tokenizer import stop_token_ids
+
 
 @dataclass
 class Rollout:
@@ -66,14 +68,7 @@ class Rollout:
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     """Every token that ends a completion: the tokenizer's EOS and the generation config's."""
-    ids = set()
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (tokenizer.eos_token_id, gen_eos):
-        if isinstance(value, int):
-            ids.add(value)
-        elif value:
-            ids.update(int(v) for v in value)
-    return sorted(ids)
+    return sorted(stop_token_ids(tokenizer, model))
 
 
 def _completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor,

@@ -332,8 +332,9 @@ def one_step(engine: Engine, step: int) -> tuple[dict, list[dict]]:
         "mem/peak_gb": peak_memory_gb(device), "health/oom_retries": engine.oom_retries,
         "_skipped": skipped,
     })
-    if "correctness" in batch.components:
-        metrics["accuracy"] = float((batch.components["correctness"] >= 1.0).float().mean())
+    correctness = engine.rewards.correctness_name  # the component that grades answers
+    if correctness is not None:
+        metrics["accuracy"] = float((batch.components[correctness] == 1.0).float().mean())
     samples = []
     for i, text in enumerate(ro.texts):
         row = {"prompt": engine.prompts[batch.indices[i // engine.cfg.algo.num_generations]],
