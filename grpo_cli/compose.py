@@ -111,45 +111,11 @@ def _one_line(exc: BaseException) -> str:
     return first
 
 
-def _hydra_value(value) -> str:
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_hydra_value(v)}" for k, v in value.items()) + "}"
-    if re.fullmatch(r"-?\d+(\.\d*)?([eE]-?\d+)?|true|false|null", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _group_new_components(overrides: list[str]) -> list[str]:
-    """`+reward.components.NAME.KEY=V ...` -> one `+reward.components.NAME={KEY: V, ...}`.
-
-    A new reward component must be added as one typed node; this lets users write it key by
-    key on the command line.
-    """
-    new: dict[str, dict] = {}
-    out = []
-    for override in overrides:
-        m = re.match(r"^\+reward\.components\.(\w+)\.([\w.]+)=(.*)$", override)
-        if not m:
-            out.append(override)
-            continue
-        name, key, value = m.groups()
-        if name not in new:
-            new[name] = {}
-            out.append(name)  # placeholder keeps the order
-        node = new[name]
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return [f"+reward.components.{o}={_hydra_value(new[o])}" if o in new else o for o in out]
-
-
 def compose_config(config_name: str, overrides: list[str], *,
                    for_training: bool = True) -> tuple[DictConfig, GrpoConfig]:
     """Compose and validate. Returns the DictConfig (for printing/saving) and the typed object."""
     for override in overrides:
         _check_override_key(override)
-    overrides = _group_new_components(overrides)
     _register_schema()
     GlobalHydra.instance().clear()
     try:

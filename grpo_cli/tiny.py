@@ -13,7 +13,7 @@ EOS that ends a chat turn) and, unless `with_pad=False`, a dedicated `<pad>`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Dict
 
 import torch
 
@@ -63,29 +63,21 @@ def _train_tokenizer(with_pad: bool):
     return tok
 
 
-def _llama_config(vocab_size: int, eos_id: int, pad_id: int | None, init_std: float):
-    from transformers import LlamaConfig
+# arch -> (transformers config class name, tie_word_embeddings). Qwen2 adds q/k/v biases.
+ARCHS: Dict[str, tuple[str, bool]] = {"llama": ("LlamaConfig", False),
+                                      "qwen2": ("Qwen2Config", True)}
 
-    return LlamaConfig(
+
+def _config(arch: str, vocab_size: int, eos_id: int, pad_id: int | None, init_std: float):
+    import transformers
+
+    class_name, tied = ARCHS[arch]
+    return getattr(transformers, class_name)(
         vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        tie_word_embeddings=False, eos_token_id=eos_id, bos_token_id=None, pad_token_id=pad_id,
+        tie_word_embeddings=tied, eos_token_id=eos_id, bos_token_id=None, pad_token_id=pad_id,
         initializer_range=init_std,
     )
-
-
-def _qwen2_config(vocab_size: int, eos_id: int, pad_id: int | None, init_std: float):
-    from transformers import Qwen2Config
-
-    return Qwen2Config(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        tie_word_embeddings=True, eos_token_id=eos_id, bos_token_id=None, pad_token_id=pad_id,
-        initializer_range=init_std,
-    )
-
-
-ARCHS: Dict[str, Callable] = {"llama": _llama_config, "qwen2": _qwen2_config}
 
 
 def make_tiny_model(path: str | Path, arch: str = "llama", seed: int = 0, *,
@@ -108,7 +100,7 @@ def make_tiny_model(path: str | Path, arch: str = "llama", seed: int = 0, *,
     if with_chat_template:
         tok.chat_template = CHATML_TEMPLATE
     eos_id = tok.convert_tokens_to_ids("<|im_end|>")
-    config = ARCHS[arch](len(tok), eos_id, tok.pad_token_id, init_std)
+    config = _config(arch, len(tok), eos_id, tok.pad_token_id, init_std)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=tok.pad_token_id)
