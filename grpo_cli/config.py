@@ -166,6 +166,10 @@ class AlgoConfig:
     dynamic_sampling_max_rounds: int = bounded(3, lo=0)
     # Exclude completions cut at max_new_tokens from the loss (DAPO overlong filtering).
     mask_truncated: bool = False
+    # Truncated importance sampling when the sampler's weights differ from the trainer's by
+    # rounding (rollout.merge_adapters): each token's loss is weighted by
+    # min(pi_train / pi_sampler, is_cap). null = no correction.
+    is_cap: Optional[float] = bounded(2.0, gt=0)
     # Adaptive KL controller: target KL (null = fixed beta) and its horizon in steps.
     kl_target: Optional[float] = bounded(None, gt=0)
     kl_horizon: int = bounded(1000, lo=1)
@@ -186,6 +190,9 @@ class RolloutConfig:
     top_k: int = bounded(0, lo=0)
     # Sequences generated at once (null = the whole step's batch).
     batch_size: Optional[int] = bounded(None, lo=1)
+    # Decode with LoRA merged into dense weights (one matmul per layer, no per-token
+    # dequantization): on, off, or auto = when the merged copy fits in free memory.
+    merge_adapters: str = choice("auto", ["auto", "on", "off"])
 
 
 @dataclass

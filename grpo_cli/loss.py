@@ -8,6 +8,12 @@ Per completion token t of sequence i (``mask`` marks completion tokens, not padd
 
 ``eps_high > eps_low`` is DAPO's clip-higher (0.2 / 0.28).
 
+Sampler correction: when the rollout was drawn from weights that differ from the trained
+ones by rounding (LoRA merged for decoding, merge.py), each token's ``l_t`` is multiplied by
+``w_t = min(exp(old_logp_t - sampler_logp_t), is_cap)``: truncated importance sampling from
+the sampler's distribution to the trainer's, capped so that a rare large ratio cannot blow
+up the gradient.
+
 Why the logged loss sits near 0 while the model still learns: with one optimisation pass
 over fresh rollouts, ``old_logp = logp.detach()``, so ``rho = 1`` and the policy term is
 ``-A_i`` per token. Advantages are mean-zero within a group, so the loss value averages to
@@ -128,6 +134,8 @@ def grpo_loss(
     max_len: int,
     num_seqs: int | None = None,
     num_tokens: int | None = None,
+    sampler_logp: Tensor | None = None,
+    is_cap: float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """GRPO loss for one (micro-)batch of ``N`` completions of padded length ``L``.
 
@@ -140,11 +148,15 @@ def grpo_loss(
         epsilon_low, epsilon_high: clip range ``[1 - epsilon_low, 1 + epsilon_high]``.
         beta: KL penalty coefficient.
         loss_agg, max_len, num_seqs, num_tokens: see :func:`aggregate`.
+        sampler_logp: ``[N, L]`` log-probs under the weights that sampled the tokens, when
+            those differ from ``old_logp``'s; with ``is_cap`` the per-token loss is weighted
+            by ``min(exp(old_logp - sampler_logp), is_cap)``.
 
     Returns:
         ``(loss, sums)``: the scalar loss, and detached 0-dim tensors that add up across
         micro-batches: ``pg_loss`` (the policy term aggregated like ``loss``), ``kl_sum``,
-        ``clip_low_sum``, ``clip_high_sum``, ``ratio_sum`` (masked sums over tokens) and
+        ``clip_low_sum``, ``clip_high_sum``, ``ratio_sum``, ``is_weight_sum``,
+        ``sampler_gap_sum`` (``|old_logp - sampler_logp|``; masked sums over tokens) and
         ``num_tokens``. Turn a list of them into logged values with :func:`combine_metrics`.
     """
     if ref_logp is None and beta != 0.0:
@@ -160,6 +172,11 @@ def grpo_loss(
         per_token = per_token + beta * kl  # [N, L]
     else:
         kl = torch.zeros_like(logp)  # [N, L]
+    gap = (old_logp - sampler_logp).detach() if sampler_logp is not None else None  # [N, L]
+    weight = None
+    if gap is not None and is_cap is not None:
+        weight = torch.exp(gap).clamp(max=is_cap)  # [N, L]
+        per_token = per_token * weight  # [N, L]
     loss = aggregate(per_token, mask, loss_agg, max_len, num_seqs, num_tokens)  # []
 
     with torch.no_grad():
@@ -173,6 +190,9 @@ def grpo_loss(
             "clip_low_sum": (clip_low.to(mask_f.dtype) * mask_f).sum(),
             "clip_high_sum": (clip_high.to(mask_f.dtype) * mask_f).sum(),
             "ratio_sum": (ratio * mask_f).sum().detach(),
+            "is_weight_sum": (weight * mask_f).sum() if weight is not None else mask_f.sum(),
+            "sampler_gap_sum": ((gap.abs() * mask_f).sum() if gap is not None
+                                else mask_f.new_zeros(())),
             "num_tokens": mask_f.sum(),
         }
     return loss, sums
@@ -181,11 +201,13 @@ def grpo_loss(
 def combine_metrics(parts: Iterable[Mapping[str, Tensor]]) -> dict[str, float]:
     """Add up :func:`grpo_loss` sums over micro-batches and turn them into logged means.
 
-    Returns ``kl``, ``clip_ratio``, ``clip_ratio/low``, ``clip_ratio/high``, ``ratio_mean``
-    (masked token means over the whole step) and ``pg_loss`` (sum of the micro-batch shares,
-    which is the full-batch value when global ``num_seqs``/``num_tokens`` were passed).
+    Returns ``kl``, ``clip_ratio``, ``clip_ratio/low``, ``clip_ratio/high``, ``ratio_mean``,
+    ``sampler/is_weight``, ``sampler/logp_gap`` (masked token means over the whole step) and
+    ``pg_loss`` (sum of the micro-batch shares, which is the full-batch value when global
+    ``num_seqs``/``num_tokens`` were passed).
     """
-    keys = ("pg_loss", "kl_sum", "clip_low_sum", "clip_high_sum", "ratio_sum", "num_tokens")
+    keys = ("pg_loss", "kl_sum", "clip_low_sum", "clip_high_sum", "ratio_sum",
+            "is_weight_sum", "sampler_gap_sum", "num_tokens")
     total = dict.fromkeys(keys, 0.0)
     for part in parts:
         for key in keys:
@@ -199,6 +221,8 @@ def combine_metrics(parts: Iterable[Mapping[str, Tensor]]) -> dict[str, float]:
         "clip_ratio/low": low,
         "clip_ratio/high": high,
         "ratio_mean": total["ratio_sum"] / tokens,
+        "sampler/is_weight": total["is_weight_sum"] / tokens,
+        "sampler/logp_gap": total["sampler_gap_sum"] / tokens,
     }
 
 

@@ -12,6 +12,9 @@ The estimate adds up, in bytes:
     logits       the log-prob pass of one micro-batch over the completion: bf16 logits plus
                  the fp32 chunk autograd keeps for the backward pass
     kv_cache     the rollout batch's KV cache at full length
+    merged copy  with rollout.merge_adapters=on: the adapted layers merged into dense weights
+                 for decoding (compute dtype); under `auto` it is taken only when free, so
+                 it is reported beside the total, not in it
     overhead     CUDA context, allocator fragmentation and workspace (a fixed 1.2 GiB)
 
 It is an estimate, not a measurement: compare it with `mem/peak_gb` in metrics.jsonl.
@@ -75,13 +78,19 @@ def arch_of(name_or_path: str) -> dict[str, int]:
                 tied=int(bool(getattr(c, "tie_word_embeddings", False))))
 
 
+def linear_params(arch: dict[str, int]) -> int:
+    """Parameters of the decoder's linear layers (the ones LoRA adapts and 4-bit quantizes)."""
+    h, kv = arch["hidden"], arch["kv_heads"] * (arch["hidden"] // arch["heads"])
+    per_layer = h * h * 2 + h * kv * 2 + 3 * h * arch["intermediate"]  # q,o + k,v + mlp
+    return per_layer * arch["layers"]
+
+
 def estimate(cfg: GrpoConfig, arch: dict[str, int]) -> dict[str, float]:
     h, n_layers, V = arch["hidden"], arch["layers"], arch["vocab"]
     head_dim = h // arch["heads"]
     kv = arch["kv_heads"] * head_dim
     inter = arch["intermediate"]
-    linear_per_layer = h * h * 2 + h * kv * 2 + 3 * h * inter  # q,o + k,v + gate,up,down
-    linear = linear_per_layer * n_layers
+    linear = linear_params(arch)
     embed = V * h * (1 if arch["tied"] else 2)
     on_gpu = cfg.model.dtype != "fp32"
     act_bytes = 2 if on_gpu else 4
@@ -105,8 +114,16 @@ def estimate(cfg: GrpoConfig, arch: dict[str, int]) -> dict[str, float]:
     logits = B * cfg.rollout.max_new_tokens * V * (act_bytes + 4)
     rollout_seqs = cfg.rollout.batch_size or cfg.trainer.prompts_per_step * cfg.algo.num_generations
     kv_cache = rollout_seqs * T * n_layers * 2 * kv * act_bytes
-    return {"weights": weights, "lora + optimizer": train_state, "activations": activations,
-            "logits": logits, "kv_cache": kv_cache, "overhead": 1.2 * GiB}
+    parts = {"weights": weights, "lora + optimizer": train_state, "activations": activations,
+             "logits": logits, "kv_cache": kv_cache, "overhead": 1.2 * GiB}
+    if lora.enabled and cfg.rollout.merge_adapters == "on":
+        parts["merged copy"] = merged_copy_bytes(cfg, arch)
+    return parts
+
+
+def merged_copy_bytes(cfg: GrpoConfig, arch: dict[str, int]) -> float:
+    """The dense copy of the adapted layers that merged decoding builds (merge.py)."""
+    return linear_params(arch) * (2 if cfg.model.dtype != "fp32" else 4)
 
 
 def detect_gpu(named: str | None) -> tuple[str, float | None]:
@@ -155,6 +172,9 @@ def run_plan(cfg: GrpoConfig, gpu: str | None = None) -> str:
     for part, value in parts.items():
         lines.append(f"  {part:18s} {value / GiB:7.2f} GiB")
     lines.append(f"  {'total (estimate)':18s} {total / GiB:7.2f} GiB")
+    if cfg.model.lora.enabled and cfg.rollout.merge_adapters == "auto":
+        lines.append(f"  rollout.merge_adapters=auto: decoding merges LoRA into dense weights "
+                     f"when {merged_copy_bytes(cfg, arch) / GiB:.2f} GiB more is free")
     if budget is None:
         lines.append(f"GPU: {name}")
         return "\n".join(lines)

@@ -46,6 +46,9 @@ class Rollout:
     completion_mask: torch.Tensor  # [N, L]
     truncated: torch.Tensor  # [N] bool
     texts: list[str]
+    # [N, L] float32 log-probs of the tokens under the weights that sampled them, kept when
+    # those were not the trainer's own (LoRA merged for decoding); None otherwise.
+    sampler_logp: Optional[torch.Tensor] = None
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -63,7 +66,8 @@ class Rollout:
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.prompt_ids.device)
         return Rollout(self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx],
                        self.completion_mask[idx], self.truncated[idx],
-                       [self.texts[i] for i in idx.tolist()])
+                       [self.texts[i] for i in idx.tolist()],
+                       self.sampler_logp[idx] if self.sampler_logp is not None else None)
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -113,13 +117,36 @@ def process_logits(scores: torch.Tensor, *, temperature: float, top_k: int,
     return scores  # [N, V]
 
 
+def draw_inverse_cdf(scores: torch.Tensor) -> torch.Tensor:
+    """One token per row from softmax(scores), by inverting its float64 cumulative sum.
+
+    The same distribution as `torch.multinomial(scores.softmax(-1), 1)` (the weights are the
+    float32 softmax numerators; tokens at -inf get none), drawn with one uniform number per
+    row: ~5x cheaper than multinomial on CPU, which draws an exponential number per vocabulary
+    entry. float64 keeps the cumulative sum exact to ~1e-16 of the total, so even tokens of
+    probability 1e-12 keep their share.
+    """
+    weights = (scores - scores.max(dim=-1, keepdim=True).values).exp()  # [N, V] float32
+    cdf = weights.double().cumsum_(dim=-1)  # [N, V]
+    total = cdf[:, -1:]  # [N, 1]
+    u = torch.rand(total.shape, dtype=cdf.dtype, device=cdf.device) * total  # [N, 1]
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # keep u < total
+    return torch.searchsorted(cdf, u, right=True).squeeze(1)  # [N]
+
+
+def draw_multinomial(scores: torch.Tensor) -> torch.Tensor:
+    """transformers' draw: `torch.multinomial` on the float32 softmax (same RNG stream)."""
+    return torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)  # [N]
+
+
+Draw = Callable[[torch.Tensor], torch.Tensor]
+
+
 def _choose(scores: torch.Tensor, greedy: bool, temperature: float, top_k: int,
-            top_p: float) -> torch.Tensor:
+            top_p: float, draw: Draw) -> torch.Tensor:
     if greedy:
         return scores.argmax(dim=-1)  # [N]
-    probs = process_logits(scores, temperature=temperature, top_k=top_k,
-                           top_p=top_p).softmax(dim=-1)  # [N, V]
-    return torch.multinomial(probs, num_samples=1).squeeze(1)  # [N]
+    return draw(process_logits(scores, temperature=temperature, top_k=top_k, top_p=top_p))
 
 
 def _drop_rows(cache: Any, keep: torch.Tensor) -> bool:
@@ -189,12 +216,18 @@ def new_cache(model: Any, capacity: int) -> DynamicCache:
 def sample_tokens(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                   num_samples: int, max_new_tokens: int, eos_ids: list[int], pad_id: int,
                   min_new_tokens: int = 0, temperature: float = 1.0, top_p: float = 1.0,
-                  top_k: int = 0, greedy: bool = False) -> torch.Tensor:
+                  top_k: int = 0, greedy: bool = False, draw: Draw = draw_inverse_cdf,
+                  with_logprobs: bool = False
+                  ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """`num_samples` continuations of each left-padded prompt row: `[n * S, T]` token ids.
 
     Row i*S + s is sample s of prompt i; after a row's EOS come pad tokens; T <= max_new_tokens
     (the loop stops when every row has ended). The prompt is prefilled once and its cache
     repeated S times; finished rows are dropped from the cache.
+
+    `with_logprobs=True` also returns `[n * S, T]` float32 log-probs of the drawn tokens under
+    the sampling model at `temperature` with no top-k/top-p/EOS masking: what the trainer's
+    log-prob pass computes, so the two can be compared (0 after a row's end).
     """
     from grpo_cli.logprobs import position_ids_from_mask
 
@@ -217,15 +250,24 @@ def sample_tokens(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
                         device=input_ids.device)  # [N, T]
     rows = torch.arange(N, device=input_ids.device)  # [A] rows still generating
     finished = torch.zeros(N, dtype=torch.bool, device=input_ids.device)  # [A]
+    logps = torch.zeros(N, max_new_tokens, device=input_ids.device) if with_logprobs else None
     can_drop = True
     for t in range(max_new_tokens):
+        if logps is not None:
+            raw = logits / temperature if temperature != 1.0 else logits  # [A, V]
+            raw_logz = torch.logsumexp(raw, dim=-1)  # [A]
         if t < min_new_tokens and eos.numel():
             logits[:, eos] = float("-inf")
-        nxt = _choose(logits, greedy, temperature, top_k, top_p)  # [A]
+        nxt = _choose(logits, greedy, temperature, top_k, top_p, draw)  # [A]
+        if logps is not None:
+            picked = raw.gather(1, nxt.unsqueeze(1)).squeeze(1) - raw_logz  # [A]
+            logps[rows, t] = torch.where(finished, torch.zeros_like(picked), picked)
         nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)  # pad after EOS
         tokens[rows, t] = nxt
         finished = finished | torch.isin(nxt, eos)  # [A]
         if t == max_new_tokens - 1 or bool(finished.all()):
+            if logps is not None:
+                return tokens[:, :t + 1], logps[:, :t + 1]
             return tokens[:, :t + 1]
         if can_drop and bool(finished.any()):
             keep = (~finished).nonzero().squeeze(1)  # [A']
@@ -238,20 +280,25 @@ def sample_tokens(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
         cache = out.past_key_values
         logits = out.logits[:, -1, :].float()  # [A, V]
         next_pos = next_pos + 1
-    return tokens
+    return (tokens, logps) if logps is not None else tokens
 
 
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, prompts: list[str], *, num_samples: int,
              max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
              min_new_tokens: int = 0, greedy: bool = False, batch_size: Optional[int] = None,
-             on_batch: Optional[Callable[[int], None]] = None) -> Rollout:
+             on_batch: Optional[Callable[[int], None]] = None,
+             merge_adapters: str = "off") -> Rollout:
     """Sample `num_samples` completions for each (chat-rendered) prompt.
 
     `batch_size` caps the sequences generated at once (prompts are never split across
     batches, so a group is sampled together). `on_batch(n)` is called after each batch with
-    the number of sequences done (a progress bar hook).
+    the number of sequences done (a progress bar hook). `merge_adapters` (off / on / auto)
+    decodes with LoRA merged into dense weights (see merge.py); sampled rollouts decoded so
+    keep their sampler log-probs (`Rollout.sampler_logp`) for the trainer's correction.
     """
+    from grpo_cli.merge import merged_for_decoding
+
     device = next(model.parameters()).device
     eos_ids = eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id
@@ -260,19 +307,22 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, num_samples: int
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(prompts), per_batch):
-            enc = tokenizer(prompts[start:start + per_batch], return_tensors="pt",
-                            padding=True, add_special_tokens=False).to(device)
-            completion = sample_tokens(
-                model, enc["input_ids"], enc["attention_mask"], num_samples=num_samples,
-                max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
-                min_new_tokens=min_new_tokens, temperature=temperature, top_p=top_p,
-                top_k=top_k, greedy=greedy)  # [n*S, T]
-            pieces.append((enc["input_ids"].repeat_interleave(num_samples, dim=0),
-                           enc["attention_mask"].repeat_interleave(num_samples, dim=0),
-                           completion))
-            if on_batch is not None:
-                on_batch(completion.shape[0])
+        with merged_for_decoding(model, merge_adapters) as merged:
+            keep_logp = merged and not greedy
+            for start in range(0, len(prompts), per_batch):
+                enc = tokenizer(prompts[start:start + per_batch], return_tensors="pt",
+                                padding=True, add_special_tokens=False).to(device)
+                out = sample_tokens(
+                    model, enc["input_ids"], enc["attention_mask"], num_samples=num_samples,
+                    max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
+                    min_new_tokens=min_new_tokens, temperature=temperature, top_p=top_p,
+                    top_k=top_k, greedy=greedy, with_logprobs=keep_logp)
+                completion, logp = out if keep_logp else (out, None)  # [n*S, T] each
+                pieces.append((enc["input_ids"].repeat_interleave(num_samples, dim=0),
+                               enc["attention_mask"].repeat_interleave(num_samples, dim=0),
+                               completion, logp))
+                if on_batch is not None:
+                    on_batch(completion.shape[0])
     finally:
         if was_training:
             model.train()
@@ -299,7 +349,12 @@ def _assemble(pieces: list, eos_ids: list[int], pad_id: int, tokenizer: Any) -> 
     texts = tokenizer.batch_decode(
         [ids[: int(n)] for ids, n in zip(completion_ids, completion_mask.sum(1))],
         skip_special_tokens=True)
-    return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, truncated, texts)
+    logp = None
+    if pieces[0][3] is not None:
+        logp = torch.cat([_pad_to(p[3], L, 0, left=False) for p in pieces])  # [N, L]
+        logp = logp * completion_mask  # [N, L]
+    return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, truncated, texts,
+                   logp)
 
 
 def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
@@ -314,4 +369,6 @@ def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
         torch.cat([_pad_to(r.completion_ids, L, pad_id, left=False) for r in parts]),  # [N, L]
         torch.cat([_pad_to(r.completion_mask, L, 0, left=False) for r in parts]),  # [N, L]
         torch.cat([r.truncated for r in parts]),  # [N]
-        [t for r in parts for t in r.texts])
+        [t for r in parts for t in r.texts],
+        torch.cat([_pad_to(r.sampler_logp, L, 0, left=False) for r in parts])  # [N, L]
+        if all(r.sampler_logp is not None for r in parts) else None)

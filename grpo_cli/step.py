@@ -131,7 +131,8 @@ def _score(engine: Engine, indices: list[int]) -> ScoredBatch:
                             num_samples=G, max_new_tokens=cfg.rollout.max_new_tokens,
                             temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                             top_k=cfg.rollout.top_k, min_new_tokens=cfg.rollout.min_new_tokens,
-                            batch_size=engine.rollout_batch_size, on_batch=bar.update)
+                            batch_size=engine.rollout_batch_size, on_batch=bar.update,
+                            merge_adapters=cfg.rollout.merge_adapters)
 
     ro = _retry_on_oom(engine, "rollout", sample, _halve_rollout_batch)
     t1 = time.perf_counter()
@@ -281,7 +282,9 @@ def _accumulate(engine: Engine, ro: Rollout, rows_mini: torch.Tensor, adv: torch
         loss, sums = grpo_loss(
             logp, old, ref, adv[rows], loss_mask[rows], algo.epsilon_low,
             algo.epsilon_high, beta if ref is not None else 0.0, algo.loss_agg,
-            cfg.rollout.max_new_tokens, num_seqs=len(rows_mini), num_tokens=tokens)
+            cfg.rollout.max_new_tokens, num_seqs=len(rows_mini), num_tokens=tokens,
+            sampler_logp=ro.sampler_logp[rows] if ro.sampler_logp is not None else None,
+            is_cap=algo.is_cap)
         loss = faults.poison_loss(loss, engine.step)
         if s + mbs >= len(rows_mini):  # the last micro-batch: earlier ones left gradients
             faults.maybe_oom("backward", engine.step)

@@ -120,7 +120,7 @@ def _generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
             policy.model, policy.tokenizer, prompts, num_samples=n,
             max_new_tokens=settings["max_new_tokens"], temperature=cfg.rollout.temperature,
             top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, greedy=settings["greedy"],
-            batch_size=cfg.eval.batch_size)
+            batch_size=cfg.eval.batch_size, merge_adapters=cfg.rollout.merge_adapters)
         lengths = rollout.lengths.tolist()  # [len(chunk) * n]
         truncated = rollout.truncated.tolist()  # [len(chunk) * n]
         for i, record in enumerate(chunk):

@@ -2,7 +2,9 @@
 
 - rollout.sample_tokens (prefill once per prompt, cache copied G times, finished rows dropped)
   emits the same tokens as transformers' generate: greedy, with EOS and min_new_tokens, and
-  sampled with a fixed seed; its logit warpers equal transformers' ones exactly.
+  sampled with a fixed seed (with transformers' multinomial draw; the default inverse-CDF
+  draw is checked against the same distribution in test_sampling.py); its logit warpers
+  equal transformers' ones exactly.
 - logprobs.completion_logprobs with shared prompts (one prompt pass, completions on its copied
   cache) gives the plain full-sequence log-probs, entropies and gradients.
 """
@@ -13,7 +15,7 @@ import pytest
 import torch
 
 from grpo_cli import logprobs as lp
-from grpo_cli.rollout import eos_token_ids, process_logits, sample_tokens
+from grpo_cli.rollout import draw_multinomial, eos_token_ids, process_logits, sample_tokens
 
 PROMPTS = ["What is 2 + 3?", "Natalia sold clips to 48 of her friends in April"]
 
@@ -74,7 +76,7 @@ def test_sampling_matches_generate_with_a_fixed_seed(tiny):
     torch.manual_seed(123)
     got = sample_tokens(model, enc["input_ids"], enc["attention_mask"], num_samples=4,
                         max_new_tokens=10, min_new_tokens=10, eos_ids=eos_token_ids(model, tok),
-                        pad_id=tok.pad_token_id, **kw)
+                        pad_id=tok.pad_token_id, draw=draw_multinomial, **kw)
     assert torch.equal(got, ref)
 
 

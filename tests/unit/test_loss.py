@@ -220,3 +220,41 @@ def test_adaptive_kl_controller() -> None:
     fixed = FixedKLController(0.04)
     assert fixed.update(10.0, n_steps=10) == 0.04
     assert fixed.state_dict() == {"beta": 0.04}
+
+
+@pytest.mark.parametrize(("cap", "weight"), [(2.0, 1.25), (1.1, 1.1), (None, 1.0)])
+def test_sampler_importance_weight(cap, weight) -> None:
+    # Trainer prob 0.5, sampler prob 0.4: w = min(0.5 / 0.4, cap). rho = 1 (old = logp), so
+    # the policy term is -A per token, times w: loss = -2 * w, d loss / d logp = -2 * w.
+    # Second token: trainer 0.2, sampler 0.2 -> w = 1, masked out anyway.
+    logp = torch.tensor([[math.log(0.5), math.log(0.2)]], requires_grad=True)  # [1, 2]
+    sampler = torch.tensor([[math.log(0.4), math.log(0.2)]])  # [1, 2]
+    mask = torch.tensor([[1.0, 0.0]])
+    loss, sums = grpo_loss(logp, logp.detach(), None, torch.tensor([2.0]), mask, EPS_LOW,
+                           EPS_HIGH, 0.0, "token_mean", max_len=2, sampler_logp=sampler,
+                           is_cap=cap)
+    loss.backward()
+    assert loss.item() == pytest.approx(-2.0 * weight)
+    assert logp.grad[0, 0].item() == pytest.approx(-2.0 * weight)
+    assert logp.grad[0, 1].item() == 0.0
+    metrics = combine_metrics([sums])
+    assert metrics["sampler/is_weight"] == pytest.approx(weight)
+    assert metrics["sampler/logp_gap"] == pytest.approx(math.log(0.5 / 0.4))
+
+
+def test_sampler_weight_scales_the_kl_term_too() -> None:
+    # One token, rho = 1, A = 0, ref = logp + ln2 -> KL = 2 - ln2 - 1; w = e^0.1 (cap 2).
+    logp = torch.zeros(1, 1, requires_grad=True)
+    loss, sums = grpo_loss(logp, logp.detach(), torch.full((1, 1), LN2), torch.zeros(1),
+                           torch.ones(1, 1), EPS_LOW, EPS_HIGH, 0.5, "token_mean", max_len=1,
+                           sampler_logp=torch.full((1, 1), -0.1), is_cap=2.0)
+    assert loss.item() == pytest.approx(0.5 * (1 - LN2) * math.exp(0.1))
+    assert combine_metrics([sums])["kl"] == pytest.approx(1 - LN2)  # the metric is unweighted
+
+
+def test_no_sampler_logprobs_means_weight_one() -> None:
+    logp = torch.zeros(1, 3)
+    _, sums = grpo_loss(logp, logp, None, torch.ones(1), torch.ones(1, 3), EPS_LOW, EPS_HIGH,
+                        0.0, "token_mean", max_len=3)
+    metrics = combine_metrics([sums])
+    assert metrics["sampler/is_weight"] == 1.0 and metrics["sampler/logp_gap"] == 0.0

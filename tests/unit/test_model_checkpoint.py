@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lora_policy import lora_policy
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from grpo_cli.config import LoraConfig, ModelConfig
@@ -22,16 +23,8 @@ def token_logprobs(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 def trained_policy(path, quantization: str):
     """A policy whose adapter is non-zero (as after some training)."""
-    cfg = ModelConfig(name_or_path=str(path), quantization=quantization, dtype="fp32",
-                      lora=LoraConfig(r=8, alpha=16.0))
-    policy = build_policy(cfg, need_reference=False)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in policy.model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.2)
-    policy.model.eval()
-    return cfg, policy
+    policy = lora_policy(path, quantization, need_reference=False)
+    return policy.cfg, policy
 
 
 def greedy(model, tok, prompt: str) -> list[int]:

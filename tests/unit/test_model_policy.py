@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from lora_policy import perturb_lora_b
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from grpo_cli.config import LoraConfig, ModelConfig
@@ -19,15 +20,6 @@ def token_logprobs(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """log p(ids[:, t] | ids[:, <t]) for t >= 1, straight from the logits."""
     logits = model(input_ids=ids).logits[:, :-1].float()  # [B, L-1, V]
     return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # [B, L-1]
-
-
-def perturb_lora_b(model: torch.nn.Module, std: float = 0.2) -> None:
-    """LoRA initialises B = 0 (a no-op adapter); make the adapter change the outputs."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, std)
 
 
 def qlora_cfg(path, **kw) -> ModelConfig:

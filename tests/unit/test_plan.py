@@ -40,3 +40,13 @@ def test_unknown_gpu_is_a_user_error():
     cfg, _ = plan_for("+recipe=gsm8k_qwen7b")
     with pytest.raises(UserError, match="gpu=tpu"):
         run_plan(cfg, "tpu")
+
+
+def test_merged_decoding_copy_is_counted_when_forced_and_noted_under_auto():
+    cfg, parts = plan_for("+recipe=gsm8k_qwen7b", "rollout.merge_adapters=on")
+    # 28 layers of q,o (3584^2) + k,v (3584 x 512) + MLP (3 x 3584 x 18944), bf16: ~12.2 GiB.
+    assert 12.0 < parts["merged copy"] / GiB < 12.5
+    assert "does NOT fit" in run_plan(cfg, "rtx4090")
+    cfg, parts = plan_for("+recipe=gsm8k_qwen7b")
+    assert "merged copy" not in parts
+    assert "merges LoRA into dense weights when 12.15 GiB" in run_plan(cfg, "rtx4090")
