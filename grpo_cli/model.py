@@ -44,6 +44,7 @@ from torch import nn
 from grpo_cli.config import LoraConfig, ModelConfig
 from grpo_cli.demo_model import resolve_model_path
 from grpo_cli.errors import UserError
+from grpo_cli.fused_lora import fuse_lora_layers
 from grpo_cli.tokenizer import (  # noqa: F401 - re-exported
     FALLBACK_CHAT_TEMPLATE,
     ensure_chat_template,
@@ -264,6 +265,7 @@ def build_policy(cfg: ModelConfig, *, need_reference: bool) -> Policy:
     tokenizer, model = load_base(cfg, device, dtype)
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora, cfg.adapter_path)
+        fuse_lora_layers(model)
         reference = _adapter_free_reference(model) if need_reference else _no_reference
         kind = "adapters disabled (same weights)" if need_reference else "none"
     else:
