@@ -27,7 +27,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("grpo")
 
 MODES = ("off", "on", "auto")
 _MARGIN_BYTES = 1 << 30  # left free for the KV cache and activations, beyond 20% of the copy

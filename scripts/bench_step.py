@@ -3,6 +3,7 @@
     python scripts/bench_step.py                  # CPU workload (SmolLM2-135M-Instruct)
     python scripts/bench_step.py --threads 1      # the same, OMP_NUM_THREADS=1 for both
     python scripts/bench_step.py --gpu            # GPU workload (Qwen2.5-7B shape, random)
+    python scripts/bench_step.py --gpu --smoke    # its settings on a toy shape, on CPU
 
 Each tool runs in its own child process, alternating (ours, TRL, TRL, ours, ...) for
 `--rounds` rounds of `--steps` optimizer steps each. Both get the same model folder, the same
@@ -56,14 +57,19 @@ WORKLOADS = {
 }
 
 
-def build_random_qwen7b(folder: Path, tokenizer_from: Path) -> Path:
+# --smoke: the GPU workload's settings on a toy Qwen2 shape, on CPU, to check the script.
+SMOKE_SHAPE = dict(QWEN25_7B, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2)
+
+
+def build_random_qwen7b(folder: Path, tokenizer_from: Path, shape: dict = QWEN25_7B) -> Path:
     """A Qwen2.5-7B-shaped model with random bf16 weights, with another model's tokenizer."""
     if (folder / "config.json").is_file():
         return folder
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 
-    config = Qwen2Config(**QWEN25_7B, eos_token_id=None, bos_token_id=None)
+    config = Qwen2Config(**shape, eos_token_id=None, bos_token_id=None)
     torch.manual_seed(0)
     with torch.device("cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
@@ -201,11 +207,18 @@ def main() -> None:
                     help="tokenizer for the random GPU model")
     ap.add_argument("--work", type=Path, default=Path("/tmp/grpo-bench"))
     ap.add_argument("--tools", default="ours,trl")
+    ap.add_argument("--smoke", action="store_true",
+                    help="with --gpu: its settings on a toy Qwen2 shape on CPU (checks the script)")
     args = ap.parse_args()
 
     w = WORKLOADS["gpu" if args.gpu else "cpu"]
     args.work.mkdir(parents=True, exist_ok=True)
-    if args.gpu:
+    if args.gpu and args.smoke:
+        w = dict(w, gpu=False, prompts_per_step=2, num_generations=4, max_new_tokens=8,
+                 micro_batch_size=4)
+        model = build_random_qwen7b(args.work / "qwen2-toy-random", args.tokenizer_from,
+                                    SMOKE_SHAPE)
+    elif args.gpu:
         model = build_random_qwen7b(args.work / "qwen2.5-7b-random", args.tokenizer_from)
     else:
         model = args.model or SMOLLM2
