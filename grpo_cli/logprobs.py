@@ -10,8 +10,9 @@ drew from, so they use the same temperature (and no top-p/top-k masking).
 Memory: the lm-head output ``[N, L, V]`` is usually in bf16; a float32 log-softmax of all of
 it would double it again. :func:`selective_log_softmax` instead upcasts ``chunk_size`` rows
 at a time, gathers the chosen logit and subtracts the row's logsumexp, so the full float32
-``[N, L, V]`` log-softmax is never materialised. (Under grad mode autograd still keeps each
-float32 chunk for the backward pass; ``micro_batch_size`` bounds that.)
+``[N, L, V]`` log-softmax is never materialised, in the forward or the backward pass (a
+custom autograd function keeps only the logits and one logsumexp per row, and rebuilds each
+float32 chunk for the gradient). The entropy metric comes from the same pass.
 
 :func:`completion_logprobs` runs the model in micro-batches with ``logits_to_keep=L+1`` so
 the lm head is applied only at the positions that predict completion tokens, and passes
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "completion_logprobs",
-    "entropy_from_logits",
+    "logprobs_and_entropy",
     "position_ids_from_mask",
     "prompt_groups",
     "selective_log_softmax",
@@ -50,6 +51,68 @@ def _scaled(logits: Tensor, temperature: float) -> Tensor:
     return logits if temperature == 1.0 else logits / temperature  # [c, V]
 
 
+class _ChunkedLogProb(torch.autograd.Function):
+    """``log_softmax(logits / T)[ids]`` over ``[R, V]`` rows, ``chunk`` rows at a time.
+
+    Forward keeps only the input logits and the per-row logsumexp; backward rebuilds one
+    float32 chunk at a time and writes ``(onehot(ids) - softmax) * grad / T`` straight into
+    a single ``[R, V]`` gradient. Plain autograd through chunked slices would instead keep
+    every float32 chunk alive until the backward pass and allocate a zero-filled ``[R, V]``
+    per chunk (slice and gather backward). With ``entropy=True`` the per-row entropy
+    ``lse - sum(p * z)`` comes from the same pass (no gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, ids: Tensor, chunk: int, temperature: float,
+                entropy: bool) -> tuple[Tensor, Tensor]:
+        lses, picked, ents = [], [], []
+        for start in range(0, logits.shape[0], chunk):
+            z = _scaled(logits[start : start + chunk], temperature)  # [c, V]
+            lse = torch.logsumexp(z, dim=-1)  # [c]
+            lses.append(lse)
+            picked.append(z.gather(-1, ids[start : start + chunk, None]).squeeze(-1) - lse)
+            if entropy:
+                p = torch.sub(z, lse[:, None]).exp_()  # [c, V]
+                ents.append(lse - (p * z).sum(dim=-1))  # [c]
+        lse_all = torch.cat(lses)  # [R]
+        ctx.save_for_backward(logits, ids, lse_all)
+        ctx.chunk, ctx.temperature = chunk, temperature
+        ent = torch.cat(ents) if entropy else lse_all.new_zeros(0)
+        ctx.mark_non_differentiable(ent)
+        return torch.cat(picked), ent  # [R], [R] or [0]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, _grad_ent: Tensor):  # grad [R]
+        logits, ids, lse = ctx.saved_tensors
+        chunk, temperature = ctx.chunk, ctx.temperature
+        out = torch.empty_like(logits)  # [R, V] in the logits' dtype
+        for start in range(0, logits.shape[0], chunk):
+            end = start + chunk
+            z = _scaled(logits[start:end], temperature)  # [c, V]
+            g = grad[start:end, None].float()  # [c, 1]
+            d = torch.sub(z, lse[start:end, None]).exp_().mul_(-g)  # -softmax * grad
+            d.scatter_add_(-1, ids[start:end, None], g)  # + onehot * grad
+            if temperature != 1.0:
+                d.div_(temperature)
+            out[start:end] = d
+        return out, None, None, None, None
+
+
+def logprobs_and_entropy(logits: Tensor, ids: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                         temperature: float = 1.0, entropy: bool = True
+                         ) -> tuple[Tensor, Tensor | None]:
+    """:func:`selective_log_softmax` and, with ``entropy``, the detached per-row entropy
+    ``-sum_v p_v log p_v`` of ``softmax(logits / temperature)`` from the same pass."""
+    vocab = logits.shape[-1]
+    flat_logits = logits.reshape(-1, vocab)  # [R, V]
+    flat_ids = ids.reshape(-1).long()  # [R]
+    if flat_logits.shape[0] == 0:
+        empty = logits.new_zeros(ids.shape, dtype=torch.float32)  # [...]
+        return empty, (empty.clone() if entropy else None)
+    picked, ent = _ChunkedLogProb.apply(flat_logits, flat_ids, chunk_size, temperature, entropy)
+    return picked.view(ids.shape), (ent.view(ids.shape) if entropy else None)
+
+
 def selective_log_softmax(
     logits: Tensor, ids: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE, temperature: float = 1.0
 ) -> Tensor:
@@ -58,46 +121,13 @@ def selective_log_softmax(
     Args:
         logits: ``[..., V]`` in any float dtype.
         ids: ``[...]`` integer token ids (same leading shape as ``logits``).
-        chunk_size: rows of ``[-1, V]`` upcast at a time.
+        chunk_size: rows of ``[-1, V]`` upcast at a time (forward and backward).
         temperature: logits are divided by it (after the float32 upcast).
 
     Returns:
-        ``[...]`` float32 log-probabilities of ``ids``.
+        ``[...]`` float32 log-probabilities of ``ids`` (differentiable w.r.t. ``logits``).
     """
-    vocab = logits.shape[-1]
-    flat_logits = logits.reshape(-1, vocab)  # [R, V]
-    flat_ids = ids.reshape(-1, 1).long()  # [R, 1]
-    out = []
-    for start in range(0, flat_logits.shape[0], chunk_size):
-        chunk = _scaled(flat_logits[start : start + chunk_size], temperature)  # [c, V]
-        picked = chunk.gather(-1, flat_ids[start : start + chunk_size]).squeeze(-1)  # [c]
-        out.append(picked - torch.logsumexp(chunk, dim=-1))  # [c]
-    if not out:
-        return logits.new_zeros(ids.shape, dtype=torch.float32)  # [...]
-    return torch.cat(out).view(ids.shape)  # [...]
-
-
-def entropy_from_logits(
-    logits: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE, temperature: float = 1.0
-) -> Tensor:
-    """Entropy ``-sum_v p_v log p_v`` of ``softmax(logits / temperature)``, chunked over rows.
-
-    Args:
-        logits: ``[..., V]``.
-
-    Returns:
-        ``[...]`` float32 entropies.
-    """
-    vocab = logits.shape[-1]
-    flat_logits = logits.reshape(-1, vocab)  # [R, V]
-    out = []
-    for start in range(0, flat_logits.shape[0], chunk_size):
-        chunk = _scaled(flat_logits[start : start + chunk_size], temperature)  # [c, V]
-        logp = torch.log_softmax(chunk, dim=-1)  # [c, V]
-        out.append(-(logp.exp() * logp).sum(dim=-1))  # [c]
-    if not out:
-        return logits.new_zeros(logits.shape[:-1], dtype=torch.float32)  # [...]
-    return torch.cat(out).view(logits.shape[:-1])  # [...]
+    return logprobs_and_entropy(logits, ids, chunk_size, temperature, entropy=False)[0]
 
 
 def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
@@ -152,12 +182,11 @@ def completion_logprobs(
         groups = prompt_groups(ids, mask, completion_len) if share else None
         run = _forward_shared if groups is not None else _forward_plain
         parts = run(model, ids, mask, completion_len, groups)  # [(logits [n, l, V], ids [n, l])]
-        logps.append(torch.cat([selective_log_softmax(lg, tg, chunk_size, temperature)
-                                for lg, tg in parts], dim=1))  # [n, L]
+        pairs = [logprobs_and_entropy(lg, tg, chunk_size, temperature, with_entropy)
+                 for lg, tg in parts]  # entropy: a metric, computed in the same pass
+        logps.append(torch.cat([lp for lp, _ in pairs], dim=1))  # [n, L]
         if with_entropy:
-            with torch.no_grad():  # entropy is a metric: no graph kept for it
-                entropies.append(torch.cat([entropy_from_logits(lg, chunk_size, temperature)
-                                            for lg, _ in parts], dim=1))  # [n, L]
+            entropies.append(torch.cat([e for _, e in pairs], dim=1))  # [n, L]
     logp = torch.cat(logps)  # [N, L]
     entropy = torch.cat(entropies) if with_entropy else None  # [N, L]
     return logp, entropy

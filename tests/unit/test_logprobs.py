@@ -6,7 +6,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from grpo_cli.logprobs import (
     completion_logprobs,
-    entropy_from_logits,
+    logprobs_and_entropy,
     position_ids_from_mask,
     selective_log_softmax,
 )
@@ -46,11 +46,41 @@ def test_selective_log_softmax_matches_full(chunk_size: int) -> None:
 def test_entropy_matches_full(chunk_size: int) -> None:
     torch.manual_seed(0)
     logits = torch.randn(3, 4, 11)  # [B, L, V]
+    ids = torch.randint(0, 11, (3, 4))
     logp = torch.log_softmax(logits, -1)  # [B, L, V]
     expected = -(logp.exp() * logp).sum(-1)  # [B, L]
-    torch.testing.assert_close(entropy_from_logits(logits, chunk_size=chunk_size), expected)
+    picked, ent = logprobs_and_entropy(logits, ids, chunk_size=chunk_size)
+    torch.testing.assert_close(ent, expected)
+    torch.testing.assert_close(picked, logp.gather(-1, ids[..., None]).squeeze(-1))
     # uniform logits: entropy ln V
-    assert entropy_from_logits(torch.zeros(2, 11)).tolist() == pytest.approx([2.3978953] * 2)
+    _, ent = logprobs_and_entropy(torch.zeros(2, 11), torch.zeros(2, dtype=torch.long))
+    assert ent.tolist() == pytest.approx([2.3978953] * 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("chunk_size", "temperature"), [(1, 1.0), (5, 0.7), (12, 1.3), (7, 1.0)])
+def test_selective_log_softmax_gradient_matches_autograd(chunk_size, temperature, dtype) -> None:
+    """The custom backward equals autograd through the plain full log-softmax."""
+    torch.manual_seed(1)
+    base = (torch.randn(3, 4, 11) * 2).to(dtype)
+    ids = torch.randint(0, 11, (3, 4))
+    weights = torch.randn(3, 4)  # a non-uniform upstream gradient
+    x1 = base.clone().requires_grad_(True)
+    (selective_log_softmax(x1, ids, chunk_size, temperature) * weights).sum().backward()
+    x2 = base.clone().requires_grad_(True)
+    full = torch.log_softmax(x2.float() / temperature, -1).gather(-1, ids[..., None])
+    (full.squeeze(-1) * weights).sum().backward()
+    assert x1.grad.dtype == dtype
+    tol = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(x1.grad, x2.grad, **tol)
+
+
+def test_selective_log_softmax_leaves_the_logits_alone() -> None:
+    logits = torch.randn(6, 9, requires_grad=True)
+    before = logits.detach().clone()
+    selective_log_softmax(logits, torch.arange(6), chunk_size=4).sum().backward()
+    assert torch.equal(logits.detach(), before)
+    assert selective_log_softmax(torch.zeros(0, 9), torch.zeros(0, dtype=torch.long)).shape == (0,)
 
 
 def _naive(model, ids: torch.Tensor, completion_len: int, temperature: float) -> torch.Tensor:
