@@ -36,6 +36,13 @@ def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
     return fused.view(out_shape).to(result.dtype)  # [..., out]
 
 
+def is_plain_lora(module: nn.Module, name: str) -> bool:
+    """Whether adapter `name` of a LoRA layer is plain LoRA: no DoRA or other variant and no
+    LoRA bias (what the fused forward here and merge.py's merged decoding compute)."""
+    return (not module.use_dora.get(name) and name not in getattr(module, "lora_variant", {})
+            and not getattr(module, "lora_bias", {}).get(name, False))
+
+
 def fuse_lora_layers(model: nn.Module) -> int:
     """Give every plain LoRA linear layer of `model` the fused forward; returns how many."""
     from peft.tuners.lora import Linear as LoraLinear
@@ -51,12 +58,8 @@ def fuse_lora_layers(model: nn.Module) -> int:
         if not isinstance(module, kinds) or len(module.lora_A) != 1:
             continue
         name = next(iter(module.lora_A))
-        plain = (isinstance(module.lora_dropout[name], nn.Identity)
-                 and not module.use_dora.get(name)
-                 and name not in getattr(module, "lora_variant", {})
-                 and not getattr(module, "lora_bias", {}).get(name, False)
-                 and not getattr(module, "fan_in_fan_out", False))
-        if plain:
+        if (is_plain_lora(module, name) and isinstance(module.lora_dropout[name], nn.Identity)
+                and not getattr(module, "fan_in_fan_out", False)):
             module._plain_forward = module.forward
             module.forward = types.MethodType(_fused_forward, module)
             n += 1

@@ -27,6 +27,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from grpo_cli.fused_lora import is_plain_lora
+
 log = logging.getLogger("grpo")
 
 MODES = ("off", "on", "auto")
@@ -48,11 +50,9 @@ def _lora_layers(model: nn.Module) -> list[tuple[nn.Module, str]]:
         if len(active) != 1 or module.merged:
             return []  # stacked or already merged adapters: leave the model as it is
         name = active[0]
-        base = module.get_base_layer()
-        plain = (isinstance(module.lora_A[name], nn.Linear) and not module.use_dora.get(name)
-                 and not getattr(module, "lora_bias", {}).get(name, False))
-        if not plain or not hasattr(base, "in_features"):
-            return []  # DoRA, embeddings, convolutions: not handled here
+        if (not isinstance(module.lora_A[name], nn.Linear) or not is_plain_lora(module, name)
+                or not hasattr(module.get_base_layer(), "in_features")):
+            return []  # DoRA and other variants, embeddings, convolutions: not handled here
         layers.append((module, name))
     return layers
 
@@ -68,10 +68,14 @@ def _dense_weight(base: nn.Module) -> torch.Tensor:
     return weight.data
 
 
+def _copy_bytes(layers: list[tuple[nn.Module, str]], dtype: torch.dtype) -> int:
+    return sum(m.get_base_layer().in_features * m.get_base_layer().out_features
+               for m, _ in layers) * dtype.itemsize
+
+
 def merged_bytes(model: nn.Module, dtype: torch.dtype) -> int:
     """Bytes of the merged dense copy of every adapted layer."""
-    return sum(m.get_base_layer().in_features * m.get_base_layer().out_features
-               for m, _ in _lora_layers(model)) * dtype.itemsize
+    return _copy_bytes(_lora_layers(model), dtype)
 
 
 def free_bytes(device: torch.device) -> int:
@@ -97,25 +101,27 @@ def _once(key: str, msg: str, *args: object) -> None:
         log.info(msg, *args)
 
 
-def should_merge(model: nn.Module, mode: str) -> bool:
-    """Whether `merged_for_decoding(model, mode)` would merge (see the module docstring)."""
+def _layers_to_merge(model: nn.Module, mode: str) -> list[tuple[nn.Module, str]]:
+    """The layers `merged_for_decoding(model, mode)` merges; empty when it merges none."""
     if mode not in MODES:
         raise ValueError(f"merge mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "off" or not _lora_layers(model):
-        return False
-    if mode == "on":
-        return True
-    dtype = _compute_dtype(model)
-    need = merged_bytes(model, dtype)
-    device = next(model.parameters()).device
-    have = free_bytes(device)
+    layers = _lora_layers(model) if mode != "off" else []
+    if mode != "auto" or not layers:
+        return layers
+    need = _copy_bytes(layers, _compute_dtype(model))
+    have = free_bytes(next(model.parameters()).device)
     if need * 1.2 + _MARGIN_BYTES <= have:
         _once("merge", "rollout: decoding with LoRA merged into dense weights "
               "(+%.2f GB while sampling)", need / 2**30)
-        return True
+        return layers
     _once("no-merge", "rollout: LoRA not merged for decoding: the merged copy needs %.2f GB "
           "and %.2f GB is free (rollout.merge_adapters=on forces it)", need / 2**30, have / 2**30)
-    return False
+    return []
+
+
+def should_merge(model: nn.Module, mode: str) -> bool:
+    """Whether `merged_for_decoding(model, mode)` would merge (see the module docstring)."""
+    return bool(_layers_to_merge(model, mode))
 
 
 class MergedLinear(nn.Module):
@@ -144,14 +150,15 @@ def merged_for_decoding(model: nn.Module, mode: str) -> Iterator[bool]:
     Yields True when it merged, False when it left the model as it is (mode "off", no LoRA,
     an unsupported adapter, or "auto" without the memory). Use under torch.no_grad().
     """
-    if not should_merge(model, mode):
+    layers = _layers_to_merge(model, mode)
+    if not layers:
         yield False
         return
     dtype = _compute_dtype(model)
     swapped: list[tuple[nn.Module, nn.Module]] = []
     try:
         with torch.no_grad():
-            for module, name in _lora_layers(model):
+            for module, name in layers:
                 base = module.get_base_layer()
                 dense = _dense_weight(base).to(torch.float32, copy=True)  # [out, in]
                 dense += module.get_delta_weight(name).float()
