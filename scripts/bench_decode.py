@@ -16,22 +16,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-SMOLLM2 = Path("~/.cache/grpo/models/SmolLM2-135M-Instruct").expanduser()
+from bench_step import demo_model, render_prompts  # this folder; puts the repo on sys.path
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--model", type=Path, default=SMOLLM2)
+    ap.add_argument("--model", type=Path, default=None, help="default: SmolLM2-135M-Instruct")
     ap.add_argument("--tokens", type=int, default=64)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -39,24 +34,21 @@ def main() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from grpo_cli.config import ArithConfig
-    from grpo_cli.data import build_messages, render_prompt
-    from grpo_cli.data.arith import generate as arith_problems
     from grpo_cli.fused_lora import fuse_lora_layers
     from grpo_cli.merge import merged_for_decoding
     from grpo_cli.model import ensure_chat_template
     from grpo_cli.rollout import draw_inverse_cdf, draw_multinomial, sample_tokens
 
-    tok = AutoTokenizer.from_pretrained(args.model)
+    path = args.model or demo_model()
+    tok = AutoTokenizer.from_pretrained(path)
     ensure_chat_template(tok, None)
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
                                              target_modules="all-linear"))
     fuse_lora_layers(model)
     model.eval()
-    rows = arith_problems(ArithConfig(num_examples=2), seed=0)
-    prompts = [render_prompt(tok, build_messages(r["question"], "hash")) for r in rows]
+    prompts = [row["prompt"] for row in render_prompts(tok, 2)]
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     eos = [tok.eos_token_id]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id

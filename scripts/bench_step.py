@@ -36,7 +36,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SMOLLM2 = Path("~/.cache/grpo/models/SmolLM2-135M-Instruct").expanduser()
+
+def demo_model() -> Path:
+    """The cached SmolLM2-135M-Instruct folder grpo trains by default (built if missing)."""
+    from grpo_cli.demo_model import ensure_demo_model
+
+    return ensure_demo_model()
 
 # Qwen2.5-7B(-Instruct) config.json values (random weights are built from them).
 QWEN25_7B = dict(
@@ -81,13 +86,23 @@ def build_random_qwen7b(folder: Path, tokenizer_from: Path, shape: dict = QWEN25
     return folder
 
 
-def write_prompts(model: Path, n: int, path: Path) -> str | None:
-    """The first n arith problems, as question/answer (ours) and rendered prompt (TRL)."""
-    from transformers import AutoConfig, AutoTokenizer
-
+def render_prompts(tok, n: int) -> list[dict]:
+    """The first n arith problems: question, answer and the chat-rendered hash-template prompt
+    (`tok` must have a chat template: grpo_cli.model.ensure_chat_template)."""
     from grpo_cli.config import ArithConfig
     from grpo_cli.data import build_messages, render_prompt
     from grpo_cli.data.arith import generate
+
+    return [{"question": r["question"], "answer": r["answer"],
+             "prompt": render_prompt(tok, build_messages(r["question"], "hash"))}
+            for r in generate(ArithConfig(num_examples=n), seed=0)]
+
+
+def write_prompts(model: Path, n: int, path: Path) -> str | None:
+    """render_prompts as JSONL (ours reads question/answer, TRL the prompt); returns the pad
+    token grpo picks for this model, so that TRL gets the same one."""
+    from transformers import AutoConfig, AutoTokenizer
+
     from grpo_cli.model import ensure_chat_template, pick_pad_token, stop_token_ids
 
     tok = AutoTokenizer.from_pretrained(model)
@@ -99,12 +114,9 @@ def write_prompts(model: Path, n: int, path: Path) -> str | None:
     eos = getattr(AutoConfig.from_pretrained(model), "eos_token_id", None)
     stops.update([eos] if isinstance(eos, int) else (eos or []))
     pad = pick_pad_token(tok, stops)
-    rows = generate(ArithConfig(num_examples=n), seed=0)
     with path.open("w") as f:
-        for r in rows:
-            prompt = render_prompt(tok, build_messages(r["question"], "hash"))
-            f.write(json.dumps({"question": r["question"], "answer": r["answer"],
-                                "prompt": prompt}) + "\n")
+        for row in render_prompts(tok, n):
+            f.write(json.dumps(row) + "\n")
     return pad
 
 
@@ -203,8 +215,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="OMP_NUM_THREADS for both tools (default: inherited)")
     ap.add_argument("--model", type=Path, default=None, help="model folder (CPU workload)")
-    ap.add_argument("--tokenizer-from", type=Path, default=SMOLLM2,
-                    help="tokenizer for the random GPU model")
+    ap.add_argument("--tokenizer-from", type=Path, default=None,
+                    help="tokenizer for the random GPU model (default: SmolLM2's)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/grpo-bench"))
     ap.add_argument("--tools", default="ours,trl")
     ap.add_argument("--smoke", action="store_true",
@@ -213,15 +225,15 @@ def main() -> None:
 
     w = WORKLOADS["gpu" if args.gpu else "cpu"]
     args.work.mkdir(parents=True, exist_ok=True)
+    tokenizer_from = args.tokenizer_from or (demo_model() if args.gpu else None)
     if args.gpu and args.smoke:
         w = dict(w, gpu=False, prompts_per_step=2, num_generations=4, max_new_tokens=8,
                  micro_batch_size=4)
-        model = build_random_qwen7b(args.work / "qwen2-toy-random", args.tokenizer_from,
-                                    SMOKE_SHAPE)
+        model = build_random_qwen7b(args.work / "qwen2-toy-random", tokenizer_from, SMOKE_SHAPE)
     elif args.gpu:
-        model = build_random_qwen7b(args.work / "qwen2.5-7b-random", args.tokenizer_from)
+        model = build_random_qwen7b(args.work / "qwen2.5-7b-random", tokenizer_from)
     else:
-        model = args.model or SMOLLM2
+        model = args.model or demo_model()
     prompts = args.work / "prompts.jsonl"
     pad = write_prompts(model, 4 * w["prompts_per_step"] * args.steps + 8, prompts)
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled")

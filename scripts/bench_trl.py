@@ -36,31 +36,27 @@ def build_trainer(spec: dict, timers: defaultdict):
 
     from grpo_cli.rewards.builtin import correctness, format_reward
 
+    def timed(key: str, call, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            timers[key] += time.perf_counter() - t0
+
     class TimedGRPOTrainer(GRPOTrainer):
         """GRPOTrainer with wall-clock timers around generation, rewards and ref log-probs."""
 
         def _generate_single_turn(self, *args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return super()._generate_single_turn(*args, **kwargs)
-            finally:
-                timers["generate_s"] += time.perf_counter() - t0
+            return timed("generate_s", super()._generate_single_turn, *args, **kwargs)
 
         def _calculate_rewards(self, *args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return super()._calculate_rewards(*args, **kwargs)
-            finally:
-                timers["reward_s"] += time.perf_counter() - t0
+            return timed("reward_s", super()._calculate_rewards, *args, **kwargs)
 
         def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-            if torch.is_grad_enabled():
-                return super()._get_per_token_logps_and_entropies(*args, **kwargs)
-            t0 = time.perf_counter()
-            try:
-                return super()._get_per_token_logps_and_entropies(*args, **kwargs)
-            finally:
-                timers["logprob_s"] += time.perf_counter() - t0
+            call = super()._get_per_token_logps_and_entropies
+            if torch.is_grad_enabled():  # the loss pass: part of train_s
+                return call(*args, **kwargs)
+            return timed("logprob_s", call, *args, **kwargs)
 
     def correctness_reward(prompts, completions, answer, **_):
         return correctness(prompts, completions, answer, mode="flexible", answer_format="hash")
