@@ -1,7 +1,13 @@
-"""The fast CPU config the CLI tests train with: 2 prompts x G=4, 12 new tokens, a toy reward."""
+"""The fast CPU config the CLI tests train with (2 prompts x G=4, 12 new tokens, a toy
+reward), and the subprocess helpers around it."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 
@@ -14,3 +20,38 @@ def base_args(model: Path, out: Path, steps: int, *extra: str,
         "algo.num_generations=4", "rollout.max_new_tokens=12", "logger.wandb.mode=disabled",
         "logger.console=plain", "logger.plot_at_end=false", "trainer.save_every=0",
         f"+reward.components.digits.fn={reward}", "~reward.components.format", *extra]
+
+
+def run_env(folder: Path, fault: str | None = None) -> dict:
+    """The environment for a `grpo train` subprocess: `folder` importable (its toy rewards),
+    one thread (a tiny model gains nothing from two, and spinning threads slow a busy
+    machine), W&B off, and GRPO_FAULT=fault when given."""
+    env = {**os.environ,
+           "PYTHONPATH": f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    env.pop("GRPO_FAULT", None)
+    if fault:
+        env["GRPO_FAULT"] = fault
+    return env
+
+
+def metrics(run: Path) -> list[dict]:
+    """The per-step rows of a run's metrics.jsonl."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+            if line.strip() and "reward/mean" in line]
+
+
+def signal_after_first_step(args: list[str], out: Path, env: dict, sig: int,
+                            wait_s: float) -> subprocess.CompletedProcess:
+    """Start `grpo train ARGS`, send `sig` once step 1 is logged (or after wait_s, or when the
+    run has ended), and wait for it to exit."""
+    proc = subprocess.Popen([sys.executable, "-m", "grpo_cli.cli", "train", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + wait_s
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "metrics.jsonl").is_file() and metrics(out):
+            break
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+import tiny_run
 from safetensors.torch import load_file
 from tiny_run import base_args
 
@@ -19,9 +18,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def run_env() -> dict:
-    # One thread: a tiny model gains nothing from two, and spinning threads slow a busy machine.
-    return {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-            "OMP_NUM_THREADS": "1"}
+    return tiny_run.run_env(HERE)
 
 
 def grpo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -30,9 +27,7 @@ def grpo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
-            if line.strip() and "reward/mean" in line]
+metrics = tiny_run.metrics
 
 
 def test_train_runs_and_changes_lora(tiny_llama_path, tmp_path):
@@ -101,17 +96,10 @@ def test_resume_gives_the_same_steps(tiny_llama_path, tmp_path):
 def test_sigint_leaves_a_resumable_checkpoint(tiny_llama_path, tmp_path):
     out = tmp_path / "run"
     env = run_env()
-    proc = subprocess.Popen([sys.executable, "-m", "grpo_cli.cli", "train",
-                             *base_args(tiny_llama_path, out, 500)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if (out / "metrics.jsonl").is_file() and metrics(out):
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    res = tiny_run.signal_after_first_step(base_args(tiny_llama_path, out, 500), out, env,
+                                           signal.SIGINT, wait_s=180)
+    err = res.stderr
+    assert res.returncode == 130, err[-2000:]
     assert "trainer.resume=auto" in err
     ckpts = [p for p in (out / "checkpoints").iterdir() if p.name.startswith("step-")]
     assert len(ckpts) == 1 and (ckpts[0] / "meta.json").is_file()

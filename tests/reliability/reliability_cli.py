@@ -6,30 +6,23 @@ A run costs about 4 s of imports plus ~0.5 s per step on one CPU thread, so the 
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tiny_run import base_args as tiny_base_args
+import tiny_run
 
 HERE = Path(__file__).resolve().parent
 
 
 def base_args(model: Path, out: Path, steps: int, *extra: str) -> list[str]:
     """The shared fast CPU config (tests/tiny_run.py), with this folder's toy reward."""
-    return tiny_base_args(model, out, steps, *extra, reward="faulty_rewards:digit_share")
+    return tiny_run.base_args(model, out, steps, *extra, reward="faulty_rewards:digit_share")
 
 
 def run_env(fault: str | None = None) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    env.pop("GRPO_FAULT", None)
-    if fault:
-        env["GRPO_FAULT"] = fault
-    return env
+    return tiny_run.run_env(HERE, fault)
 
 
 def grpo(*args: str, fault: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -46,9 +39,7 @@ def grpo_many(arg_lists: list[list[str]],
         return list(pool.map(lambda a, f: grpo(*a, fault=f), arg_lists, faults))
 
 
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
-            if line.strip() and "reward/mean" in line]
+metrics = tiny_run.metrics
 
 
 def assert_one_error_line(res: subprocess.CompletedProcess, *needles: str) -> str:

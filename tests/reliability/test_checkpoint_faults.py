@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +22,7 @@ from reliability_cli import (
     metrics,
     run_env,
 )
+from tiny_run import signal_after_first_step
 
 from grpo_cli.checkpoint import find_latest
 
@@ -111,18 +109,10 @@ def test_resume_allows_harmless_changes(runs):
 
 def test_sigterm_saves_a_checkpoint_and_prints_the_resume_hint(tiny_llama_path, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "grpo_cli.cli", "train",
-                             *base_args(tiny_llama_path, out, 500)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=run_env())
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if (out / "metrics.jsonl").is_file() and metrics(out):
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    res = signal_after_first_step(base_args(tiny_llama_path, out, 500), out, run_env(),
+                                  signal.SIGTERM, wait_s=120)
+    err = res.stderr
+    assert res.returncode == 130, err[-2000:]
     assert "Traceback" not in err
     assert "trainer.resume=auto" in err
     ckpts = list((out / "checkpoints").iterdir())
