@@ -7,6 +7,10 @@ may hold `choices`, `min` / `max` (inclusive) or `gt` (exclusive), and `validate
 them, plus the cross-field rules in `CROSS_FIELD_RULES`.
 
 Required values are `???` (MISSING). A comment above each field says what it means.
+
+Which command reads a key is data too: `only="train"` / `only="eval"` in a field's metadata
+(inherited by the keys below it, `only="both"` lifts it again). A key typed on the command
+line of the other command is refused (`command_of`).
 """
 
 from __future__ import annotations
@@ -19,13 +23,18 @@ from omegaconf import MISSING, DictConfig
 from grpo_cli.errors import UserError
 
 
-def choice(default: Any, choices: list, help: str = "") -> Any:
-    return field(default=default, metadata={"choices": choices, "help": help})
+def choice(default: Any, choices: list, help: str = "", only: str | None = None) -> Any:
+    return field(default=default, metadata={"choices": choices, "help": help, "only": only})
 
 
 def bounded(default: Any, *, lo: float | None = None, hi: float | None = None,
-            gt: float | None = None) -> Any:
-    return field(default=default, metadata={"min": lo, "max": hi, "gt": gt})
+            gt: float | None = None, only: str | None = None) -> Any:
+    return field(default=default, metadata={"min": lo, "max": hi, "gt": gt, "only": only})
+
+
+def only(command: str, **kwargs: Any) -> Any:
+    """A field read by one command only ("train" or "eval"), or by "both" under such a one."""
+    return field(metadata={"only": command}, **kwargs)
 
 
 @dataclass
@@ -36,6 +45,8 @@ class LoraConfig:
     r: int = bounded(16, lo=1)
     # Scaling numerator: the update is scaled by alpha / r (alpha / sqrt(r) with rslora).
     alpha: float = bounded(32.0, gt=0)
+    # LoRA dropout. grpo train refuses > 0: GRPO's importance ratio compares the policy's
+    # log-probs across passes, and random dropout masks make them differ (ratio far from 1).
     dropout: float = bounded(0.0, lo=0, hi=1)
     # "all-linear" = every linear projection of attention and MLP (not the lm-head).
     target_modules: List[str] = field(default_factory=lambda: ["all-linear"])
@@ -88,8 +99,8 @@ class ArithConfig:
 
 @dataclass
 class DataConfig:
-    # Dataset adapter.
-    name: str = choice("arith", ["gsm8k", "math", "math500", "arith", "jsonl"])
+    # Dataset adapter (each data=OPTION sets it).
+    name: str = choice(MISSING, ["gsm8k", "math", "math500", "arith", "jsonl"])
     # Local folder or JSONL file; null = the hub dataset (hub_id).
     path: Optional[str] = None
     hub_id: Optional[str] = None
@@ -167,19 +178,20 @@ class AlgoConfig:
     # Exclude completions cut at max_new_tokens from the loss (DAPO overlong filtering).
     mask_truncated: bool = False
     # Truncated importance sampling when the sampler's weights differ from the trainer's by
-    # rounding (rollout.merge_adapters): each token's loss is weighted by
-    # min(pi_train / pi_sampler, is_cap). null = no correction.
+    # rounding (rollout.merge_adapters): each token's policy-gradient term is weighted by
+    # min(pi_train / pi_sampler, is_cap) (the KL term is not). null = no correction.
     is_cap: Optional[float] = bounded(2.0, gt=0)
-    # Adaptive KL controller: target KL (null = fixed beta) and its horizon in steps.
+    # Adaptive KL controller: target KL (null = fixed beta), starting from algo.beta (> 0).
+    # Each step beta *= 1 + clip(kl / kl_target - 1, -0.2, 0.2) / kl_horizon, so beta moves
+    # at most 20% per kl_horizon steps.
     kl_target: Optional[float] = bounded(None, gt=0)
     kl_horizon: int = bounded(1000, lo=1)
 
 
 @dataclass
 class RolloutConfig:
-    # Sampling engine. hf = a decode loop over the transformers model with its KV cache
-    # (each prompt prefilled once, its cache copied for the G samples).
-    engine: str = choice("hf", ["hf"])
+    # Sampling runs a decode loop over the transformers model with its KV cache (each prompt
+    # prefilled once, its cache copied for the G samples).
     max_new_tokens: int = bounded(256, lo=1)
     # Forces this many tokens before EOS may end a completion (benchmarks use max_new_tokens).
     min_new_tokens: int = bounded(0, lo=0)
@@ -227,27 +239,33 @@ class WandbConfig:
 class LoggerConfig:
     # rich = progress bars + a line per step; plain = lines only; quiet = errors only.
     console: str = choice("rich", ["rich", "plain", "quiet"])
-    # Log a completions table to W&B every N steps (0 = never).
-    completions_every: int = bounded(10, lo=0)
+    # Add the step's completions to the W&B completions table every N steps (0 = never);
+    # independent of trainer.log_every, which writes the samples files.
+    completions_every: int = bounded(10, lo=0, only="train")
     # Print health warnings (reward hacking, KL blow-up, collapse).
-    health_checks: bool = True
+    health_checks: bool = only("train", default=True)
     # Write PNG charts to <output_dir>/plots at the end of training.
-    plot_at_end: bool = True
-    wandb: WandbConfig = field(default_factory=WandbConfig)
+    plot_at_end: bool = only("train", default=True)
+    wandb: WandbConfig = only("train", default_factory=WandbConfig)
 
 
 @dataclass
 class TrainerConfig:
-    run_name: str = "quickstart"
+    # Names the run folder (each recipe sets its own).
+    run_name: str = "run"
     # The run directory: metrics, samples, checkpoints, config.yaml.
     output_dir: str = "outputs/${trainer.run_name}"
-    seed: int = 0
+    # Seeds the prompt order, the sampler and the weights' init (grpo eval reads it too).
+    seed: int = only("both", default=0)
     max_steps: int = bounded(100, lo=1)
     # Prompts per step (each gets algo.num_generations completions).
     prompts_per_step: int = bounded(4, lo=1)
-    # Sequences per forward/backward pass.
+    # Sequences per forward/backward pass. A value >= the step's batch means the whole batch;
+    # one that does not divide it leaves a smaller last micro-batch (the loss is normalised by
+    # the optimizer step's counts, so the gradient is the same).
     micro_batch_size: int = bounded(8, lo=1)
-    # Micro-batches per optimizer step (null = the whole step's batch in one optimizer step).
+    # Micro-batches per optimizer step (null = the whole step's batch in one optimizer step);
+    # a step's batch that does not split evenly ends with a smaller optimizer step.
     grad_accum_steps: Optional[int] = bounded(None, lo=1)
     # Save a checkpoint every N steps (0 = only at the end) and keep the newest K.
     save_every: int = bounded(50, lo=0)
@@ -270,10 +288,11 @@ class EvalConfig:
     num_samples: int = bounded(1, lo=1)
     # Sequences generated at once.
     batch_size: int = bounded(32, lo=1)
-    # Grade this JSONL of pre-generated completions instead of generating.
-    completions: Optional[str] = None
-    # Report folder (null = <checkpoint's run dir>/eval/<dataset>, or outputs/eval/<dataset>).
-    out: Optional[str] = None
+    # grpo eval: grade this JSONL of pre-generated completions instead of generating.
+    completions: Optional[str] = only("eval", default=None)
+    # grpo eval: report folder (null = <checkpoint's run dir>/eval/<dataset>, or
+    # outputs/eval/<model>/<dataset>).
+    out: Optional[str] = only("eval", default=None)
     # max_new_tokens for eval generation (null = rollout.max_new_tokens).
     max_new_tokens: Optional[int] = bounded(None, lo=1)
 
@@ -283,16 +302,17 @@ class GrpoConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
-    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    algo: AlgoConfig = only("train", default_factory=AlgoConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: OptimConfig = only("train", default_factory=OptimConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trainer: TrainerConfig = only("train", default_factory=TrainerConfig)
+    # Held-out eval: grpo eval, and grpo train every trainer.eval_every steps.
     eval: EvalConfig = field(default_factory=EvalConfig)
     # grpo eval: the checkpoint to evaluate (null = the configured model as it is).
-    checkpoint: Optional[str] = None
+    checkpoint: Optional[str] = only("eval", default=None)
     # grpo eval: comma-separated report folders to show side by side.
-    compare: Optional[str] = None
+    compare: Optional[str] = only("eval", default=None)
 
 
 class ConfigError(UserError):
@@ -325,19 +345,6 @@ def _walk(schema: Any, cfg: Any, prefix: str) -> None:
             _check_field(path, value, f.metadata)
 
 
-def _rule_micro_batches(c: GrpoConfig) -> str | None:
-    batch = c.trainer.prompts_per_step * c.algo.num_generations
-    step = c.trainer.micro_batch_size * (c.trainer.grad_accum_steps or 1)
-    if c.trainer.grad_accum_steps is None:
-        if batch % c.trainer.micro_batch_size:
-            return (f"trainer.micro_batch_size={c.trainer.micro_batch_size} must divide the step's "
-                    f"batch trainer.prompts_per_step x algo.num_generations = {batch}")
-    elif batch % step:
-        return (f"trainer.micro_batch_size x trainer.grad_accum_steps = {step} must divide the "
-                f"step's batch trainer.prompts_per_step x algo.num_generations = {batch}")
-    return None
-
-
 def _rule_clip(c: GrpoConfig) -> str | None:
     if c.algo.epsilon_low >= 1:
         return f"algo.epsilon_low={c.algo.epsilon_low} must be < 1 (the ratio floor 1-eps > 0)"
@@ -364,6 +371,21 @@ def _rule_rewards(c: GrpoConfig) -> str | None:
     return None
 
 
+def _rule_kl_target(c: GrpoConfig) -> str | None:
+    if c.algo.kl_target is not None and c.algo.beta <= 0:
+        return (f"algo.kl_target={c.algo.kl_target} needs a starting algo.beta > 0 (the "
+                "controller scales beta up or down, and 0 stays 0); e.g. algo.beta=0.04")
+    return None
+
+
+def _rule_lora_dropout(c: GrpoConfig) -> str | None:
+    if c.model.lora.enabled and c.model.lora.dropout > 0:
+        return (f"model.lora.dropout={c.model.lora.dropout} is not supported by grpo train: "
+                "GRPO's importance ratio compares log-probs of the same tokens across passes, "
+                "and random dropout masks make them differ; set model.lora.dropout=0")
+    return None
+
+
 def _rule_rloo(c: GrpoConfig) -> str | None:
     if c.algo.baseline == "rloo" and c.algo.num_generations < 2:
         return "algo.baseline=rloo needs algo.num_generations >= 2"
@@ -371,8 +393,8 @@ def _rule_rloo(c: GrpoConfig) -> str | None:
 
 
 CROSS_FIELD_RULES: List[Callable[[GrpoConfig], Optional[str]]] = [
-    _rule_micro_batches, _rule_clip, _rule_min_tokens, _rule_quant_lora, _rule_rewards,
-    _rule_rloo,
+    _rule_clip, _rule_min_tokens, _rule_quant_lora, _rule_rewards, _rule_rloo,
+    _rule_kl_target, _rule_lora_dropout,
 ]
 
 
@@ -399,3 +421,22 @@ def schema_keys(schema: Any = GrpoConfig, prefix: str = "") -> List[str]:
         elif isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
             keys.extend(schema_keys(f.default_factory, path + "."))
     return keys
+
+
+def command_of(key: str) -> str:
+    """Which command reads a dotted key: "train", "eval" or "both" (see the module docstring).
+
+    The deepest `only` on the key's path wins; keys outside the schema (user-named reward
+    components) are read by both.
+    """
+    node, found = GrpoConfig, "both"
+    for part in key.split("."):
+        if node is None:
+            break
+        match = [f for f in fields(node) if f.name == part]
+        if not match:
+            break
+        found = match[0].metadata.get("only") or found
+        factory = match[0].default_factory
+        node = factory if isinstance(factory, type) and is_dataclass(factory) else None
+    return found

@@ -101,7 +101,9 @@ def test_cfg_job_shows_override():
 @pytest.mark.parametrize("args,needle", [
     (["algo.num_generatons=8"], "unknown config key 'algo.num_generatons'"),
     (["trainer.max_steps=abc"], "trainer.max_steps"),
-    (["trainer.prompts_per_step=3", "trainer.micro_batch_size=5"], "must divide"),
+    (["algo.kl_target=0.1", "algo.beta=0"], "needs a starting algo.beta > 0"),
+    (["model.lora.dropout=0.1"], "model.lora.dropout=0.1 is not supported by grpo train"),
+    (["checkpoint=x"], "checkpoint is read only by `grpo eval`"),
     (["+recipe=no_such_recipe"], "unknown recipe 'no_such_recipe'"),
     (["model=no_such_model"], "unknown model option"),
 ])
