@@ -54,45 +54,56 @@ def _grouped(rewards: Tensor, num_generations: int) -> Tensor:
     return rewards.view(-1, num_generations)  # [B, G]
 
 
-def _mean_baseline(grouped: Tensor) -> Tensor:
-    """``b_i = mean_j r_j`` over the group."""
-    return grouped.mean(dim=1, keepdim=True).expand_as(grouped)  # [B, G]
+def _count(valid: Tensor) -> Tensor:
+    """Scored completions per group, ``[B, 1]``."""
+    return valid.sum(dim=1, keepdim=True)  # [B, 1]
 
 
-def _rloo_baseline(grouped: Tensor) -> Tensor:
-    """``b_i = mean_{j != i} r_j``: the mean of the other G-1 rewards."""
-    num_generations = grouped.shape[1]
-    if num_generations < 2:
-        raise ValueError("baseline='rloo' needs num_generations >= 2")
-    total = grouped.sum(dim=1, keepdim=True)  # [B, 1]
-    return (total - grouped) / (num_generations - 1)  # [B, G]
+def _mean_baseline(grouped: Tensor, valid: Tensor) -> Tensor:
+    """``b_i = mean_j r_j`` over the group's scored completions."""
+    mean = (grouped * valid).sum(dim=1, keepdim=True) / _count(valid).clamp(min=1)  # [B, 1]
+    return mean.expand_as(grouped)  # [B, G]
 
 
-def _group_scale(grouped: Tensor, eps: float) -> Tensor:
-    """``s_i = std(group) + eps`` (unbiased std; G=1 groups are zeroed later, use 1)."""
+def _rloo_baseline(grouped: Tensor, valid: Tensor) -> Tensor:
+    """``b_i = mean_{j != i} r_j``: the mean of the group's other scored rewards."""
     if grouped.shape[1] < 2:
-        return torch.ones_like(grouped)  # [B, G]
-    return (grouped.std(dim=1, keepdim=True) + eps).expand_as(grouped)  # [B, G]
+        raise ValueError("baseline='rloo' needs num_generations >= 2")
+    total = (grouped * valid).sum(dim=1, keepdim=True)  # [B, 1]
+    return (total - grouped * valid) / (_count(valid) - valid).clamp(min=1)  # [B, G]
 
 
-def _batch_scale(grouped: Tensor, eps: float) -> Tensor:
-    """``s_i = std(all rewards) + eps`` (unbiased std; one reward is zeroed later, use 1)."""
-    if grouped.numel() < 2:
-        return torch.ones_like(grouped)  # [B, G]
-    return (grouped.std() + eps).expand_as(grouped)  # [B, G]
+def _std(grouped: Tensor, valid: Tensor, dim: int | None) -> Tensor:
+    """Unbiased std (divisor n - 1) of the scored rewards, over ``dim`` (None = all)."""
+    keep = dim is not None
+    dims = (dim,) if keep else tuple(range(grouped.dim()))
+    n = valid.sum(dim=dims, keepdim=keep)  # [B, 1] or []
+    mean = (grouped * valid).sum(dim=dims, keepdim=keep) / n.clamp(min=1)
+    var = ((grouped - mean) ** 2 * valid).sum(dim=dims, keepdim=keep) / (n - 1).clamp(min=1)
+    return var.sqrt()
 
 
-def _no_scale(grouped: Tensor, eps: float) -> Tensor:
+def _group_scale(grouped: Tensor, valid: Tensor, eps: float) -> Tensor:
+    """``s_i = std(group) + eps`` (groups of fewer than 2 are zeroed later)."""
+    return (_std(grouped, valid, dim=1) + eps).expand_as(grouped)  # [B, G]
+
+
+def _batch_scale(grouped: Tensor, valid: Tensor, eps: float) -> Tensor:
+    """``s_i = std(all scored rewards) + eps``."""
+    return (_std(grouped, valid, dim=None) + eps).expand_as(grouped)  # [B, G]
+
+
+def _no_scale(grouped: Tensor, valid: Tensor, eps: float) -> Tensor:
     """``s_i = 1``."""
     return torch.ones_like(grouped)  # [B, G]
 
 
-BASELINES: dict[str, Callable[[Tensor], Tensor]] = {
+BASELINES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "mean": _mean_baseline,
     "rloo": _rloo_baseline,
 }
 
-SCALES: dict[str, Callable[[Tensor, float], Tensor]] = {
+SCALES: dict[str, Callable[[Tensor, Tensor, float], Tensor]] = {
     "group": _group_scale,
     "batch": _batch_scale,
     "none": _no_scale,
@@ -106,15 +117,21 @@ def _lookup(table: dict, name: str, what: str) -> Callable:
     return table[name]
 
 
-def zero_std_mask(rewards: Tensor, num_generations: int) -> Tensor:
-    """Bool ``[B]``: True for groups whose G rewards are all exactly equal."""
+def zero_std_mask(rewards: Tensor, num_generations: int, valid: Tensor | None = None) -> Tensor:
+    """Bool ``[B]``: True for groups that teach nothing: their scored rewards are all exactly
+    equal, or fewer than two of their completions were scored (``valid``, ``[B*G]`` bool)."""
     grouped = _grouped(rewards, num_generations)  # [B, G]
-    return grouped.amax(dim=1) == grouped.amin(dim=1)  # [B]
+    if valid is None:
+        return grouped.amax(dim=1) == grouped.amin(dim=1)  # [B]
+    v = valid.view_as(grouped)  # [B, G]
+    hi = torch.where(v, grouped, torch.full_like(grouped, -torch.inf)).amax(dim=1)  # [B]
+    lo = torch.where(v, grouped, torch.full_like(grouped, torch.inf)).amin(dim=1)  # [B]
+    return (hi == lo) | (v.sum(dim=1) < 2)  # [B]
 
 
-def frac_zero_std(rewards: Tensor, num_generations: int) -> float:
-    """Share of groups (prompts) whose rewards are all equal, in [0, 1]."""
-    return zero_std_mask(rewards, num_generations).float().mean().item()
+def frac_zero_std(rewards: Tensor, num_generations: int, valid: Tensor | None = None) -> float:
+    """Share of groups (prompts) that teach nothing (see :func:`zero_std_mask`), in [0, 1]."""
+    return zero_std_mask(rewards, num_generations, valid).float().mean().item()
 
 
 def compute_advantages(
@@ -123,6 +140,7 @@ def compute_advantages(
     scale: str = "group",
     baseline: str = "mean",
     eps: float = 1e-4,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """Advantages ``A = (r - baseline) / scale`` for flat, contiguously grouped rewards.
 
@@ -132,9 +150,12 @@ def compute_advantages(
         scale: one of :data:`SCALES` (``group``, ``batch``, ``none``).
         baseline: one of :data:`BASELINES` (``mean``, ``rloo``).
         eps: added to the std before dividing.
+        valid: ``[B*G]`` bool, False for a completion no reward could score (every component
+            raised or timed out). It is left out of its group's baseline and std and gets
+            advantage 0: a reward it never earned must not push it down. None = all valid.
 
     Returns:
-        ``[B*G]`` advantages, exactly 0 for every zero-variance group.
+        ``[B*G]`` advantages, exactly 0 for every zero-variance group and unscored completion.
 
     Raises:
         ValueError: unknown ``scale``/``baseline`` (names the allowed values), bad shape,
@@ -143,7 +164,10 @@ def compute_advantages(
     baseline_fn = _lookup(BASELINES, baseline, "baseline")
     scale_fn = _lookup(SCALES, scale, "scale")
     grouped = _grouped(rewards, num_generations).float()  # [B, G]
-    adv = (grouped - baseline_fn(grouped)) / scale_fn(grouped, eps)  # [B, G]
-    flat_groups = zero_std_mask(rewards, num_generations)  # [B]
-    adv = torch.where(flat_groups.unsqueeze(1), torch.zeros_like(adv), adv)  # [B, G]
+    ok = (torch.ones_like(grouped, dtype=torch.bool) if valid is None
+          else valid.view_as(grouped).bool())  # [B, G]
+    v = ok.float()  # [B, G]
+    adv = (grouped - baseline_fn(grouped, v)) / scale_fn(grouped, v, eps)  # [B, G]
+    teaches = ~zero_std_mask(rewards, num_generations, ok.reshape(-1))  # [B]
+    adv = torch.where(teaches.unsqueeze(1) & ok, adv, torch.zeros_like(adv))  # [B, G]
     return adv.reshape(-1)  # [B*G]

@@ -59,7 +59,9 @@ class _ChunkedLogProb(torch.autograd.Function):
     a single ``[R, V]`` gradient. Plain autograd through chunked slices would instead keep
     every float32 chunk alive until the backward pass and allocate a zero-filled ``[R, V]``
     per chunk (slice and gather backward). With ``entropy=True`` the per-row entropy
-    ``lse - sum(p * z)`` comes from the same pass (no gradient).
+    ``-sum(p * log p)`` comes from the same pass (no gradient), with ``log p = z - lse``
+    formed first: ``lse - sum(p * z)`` is the same number but subtracts two values of the
+    logits' size, and loses ~0.15 nats to float32 cancellation at logit scale 1000.
     """
 
     @staticmethod
@@ -72,8 +74,8 @@ class _ChunkedLogProb(torch.autograd.Function):
             lses.append(lse)
             picked.append(z.gather(-1, ids[start : start + chunk, None]).squeeze(-1) - lse)
             if entropy:
-                p = torch.sub(z, lse[:, None]).exp_()  # [c, V]
-                ents.append(lse - (p * z).sum(dim=-1))  # [c]
+                logp = torch.sub(z, lse[:, None])  # [c, V]
+                ents.append(-(logp.exp() * logp).sum(dim=-1))  # [c]
         lse_all = torch.cat(lses)  # [R]
         ctx.save_for_backward(logits, ids, lse_all)
         ctx.chunk, ctx.temperature = chunk, temperature

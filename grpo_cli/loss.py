@@ -9,10 +9,15 @@ Per completion token t of sequence i (``mask`` marks completion tokens, not padd
 ``eps_high > eps_low`` is DAPO's clip-higher (0.2 / 0.28).
 
 Sampler correction: when the rollout was drawn from weights that differ from the trained
-ones by rounding (LoRA merged for decoding, merge.py), each token's ``l_t`` is multiplied by
-``w_t = min(exp(old_logp_t - sampler_logp_t), is_cap)``: truncated importance sampling from
-the sampler's distribution to the trainer's, capped so that a rare large ratio cannot blow
-up the gradient.
+ones by rounding (LoRA merged for decoding, merge.py), each token's policy-gradient term is
+multiplied by ``w_t = min(exp(old_logp_t - sampler_logp_t), is_cap)``: truncated importance
+sampling from the sampler's distribution to the trainer's, capped so that a rare large ratio
+cannot blow up the gradient. The KL term is not weighted: it is an explicit penalty on the
+trained policy, estimated on the sampled tokens, not a policy-gradient estimate whose
+sampling distribution needs correcting (TRL and verl weight only the policy term too).
+
+Padding: every difference of log-probs is masked to 0 *before* it is exponentiated, so a
+large gap at a padded position (garbage log-probs there) can never give ``inf * 0 = NaN``.
 
 Why the logged loss sits near 0 while the model still learns: with one optimisation pass
 over fresh rollouts, ``old_logp = logp.detach()``, so ``rho = 1`` and the policy term is
@@ -55,12 +60,18 @@ __all__ = [
 ]
 
 
-def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
+def _masked(diff: Tensor, on: Tensor | None) -> Tensor:
+    """``diff`` with padded positions set to 0 (where, not multiply: no NaN gets through)."""
+    return diff if on is None else torch.where(on, diff, torch.zeros_like(diff))
+
+
+def k3_kl(logp: Tensor, ref_logp: Tensor, on: Tensor | None = None) -> Tensor:
     """Elementwise k3 estimate of KL(policy || ref): ``exp(d) - d - 1`` with ``d = ref - logp``.
 
-    Unbiased for KL when tokens are sampled from the policy, and always >= 0.
+    Unbiased for KL when tokens are sampled from the policy, and always >= 0. With ``on``
+    (bool ``[N, L]``), ``d`` is 0 (so KL is 0) off the mask, before the exponential.
     """
-    delta = ref_logp - logp  # [N, L]
+    delta = _masked(ref_logp - logp, on)  # [N, L]
     return torch.exp(delta) - delta - 1.0  # [N, L]
 
 
@@ -154,29 +165,32 @@ def grpo_loss(
 
     Returns:
         ``(loss, sums)``: the scalar loss, and detached 0-dim tensors that add up across
-        micro-batches: ``pg_loss`` (the policy term aggregated like ``loss``), ``kl_sum``,
+        micro-batches: ``pg_loss`` (the policy term of ``loss``, sampler weight included, so
+        ``pg_loss == loss`` when ``beta = 0``), ``kl_sum``,
         ``clip_low_sum``, ``clip_high_sum``, ``ratio_sum``, ``is_weight_sum``,
         ``sampler_gap_sum`` (``|old_logp - sampler_logp|``; masked sums over tokens) and
         ``num_tokens``. Turn a list of them into logged values with :func:`combine_metrics`.
     """
     if ref_logp is None and beta != 0.0:
         raise ValueError(f"beta={beta} needs ref_logp; pass ref_logp or set beta=0")
+    on = mask.bool()  # [N, L]
     mask_f = mask.to(logp.dtype)  # [N, L]
     adv = adv.to(logp.dtype).unsqueeze(1)  # [N, 1]
-    ratio = torch.exp(logp - old_logp)  # [N, L]
+    ratio = torch.exp(_masked(logp - old_logp, on))  # [N, L]
     clipped = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)  # [N, L]
     pg_per_token = -torch.min(ratio * adv, clipped * adv)  # [N, L]
-    per_token = pg_per_token  # [N, L]
-    if ref_logp is not None:
-        kl = k3_kl(logp, ref_logp)  # [N, L]
-        per_token = per_token + beta * kl  # [N, L]
-    else:
-        kl = torch.zeros_like(logp)  # [N, L]
-    gap = (old_logp - sampler_logp).detach() if sampler_logp is not None else None  # [N, L]
+    gap = (_masked(old_logp - sampler_logp, on).detach()
+           if sampler_logp is not None else None)  # [N, L]
     weight = None
     if gap is not None and is_cap is not None:
         weight = torch.exp(gap).clamp(max=is_cap)  # [N, L]
-        per_token = per_token * weight  # [N, L]
+        pg_per_token = pg_per_token * weight  # [N, L]
+    per_token = pg_per_token  # [N, L]
+    if ref_logp is not None:
+        kl = k3_kl(logp, ref_logp, on)  # [N, L]
+        per_token = per_token + beta * kl  # [N, L]
+    else:
+        kl = torch.zeros_like(logp)  # [N, L]
     loss = aggregate(per_token, mask, loss_agg, max_len, num_seqs, num_tokens)  # []
 
     with torch.no_grad():
@@ -198,13 +212,16 @@ def grpo_loss(
     return loss, sums
 
 
-def combine_metrics(parts: Iterable[Mapping[str, Tensor]]) -> dict[str, float]:
-    """Add up :func:`grpo_loss` sums over micro-batches and turn them into logged means.
+def combine_metrics(parts: Iterable[Mapping[str, Tensor]],
+                    num_updates: int = 1) -> dict[str, float]:
+    """Add up :func:`grpo_loss` sums over a step's micro-batches into logged means.
 
-    Returns ``kl``, ``clip_ratio``, ``clip_ratio/low``, ``clip_ratio/high``, ``ratio_mean``,
-    ``sampler/is_weight``, ``sampler/logp_gap`` (masked token means over the whole step) and
-    ``pg_loss`` (sum of the micro-batch shares, which is the full-batch value when global
-    ``num_seqs``/``num_tokens`` were passed).
+    ``parts`` are the sums of every micro-batch of the step's ``num_updates`` optimizer
+    updates (mini-batches x iterations). Returns ``kl``, ``clip_ratio``, ``clip_ratio/low``,
+    ``clip_ratio/high``, ``ratio_mean``, ``sampler/is_weight``, ``sampler/logp_gap`` (masked
+    token means over all of them) and ``pg_loss``: the micro-batch shares of one update add
+    up to that update's full-batch value (when its ``num_seqs``/``num_tokens`` were passed),
+    and the updates are averaged, like the logged ``loss``.
     """
     keys = ("pg_loss", "kl_sum", "clip_low_sum", "clip_high_sum", "ratio_sum",
             "is_weight_sum", "sampler_gap_sum", "num_tokens")
@@ -215,7 +232,7 @@ def combine_metrics(parts: Iterable[Mapping[str, Tensor]]) -> dict[str, float]:
     tokens = max(total["num_tokens"], 1.0)
     low, high = total["clip_low_sum"] / tokens, total["clip_high_sum"] / tokens
     return {
-        "pg_loss": total["pg_loss"],
+        "pg_loss": total["pg_loss"] / max(num_updates, 1),
         "kl": total["kl_sum"] / tokens,
         "clip_ratio": low + high,  # low and high clipping are disjoint
         "clip_ratio/low": low,

@@ -13,7 +13,13 @@ import math
 import pytest
 import torch
 
-from grpo_cli.advantages import compute_advantages, frac_zero_std, zero_std_mask
+from grpo_cli.advantages import (
+    BASELINES,
+    SCALES,
+    compute_advantages,
+    frac_zero_std,
+    zero_std_mask,
+)
 
 REWARDS = [0.0, 3.0, 6.0, 1.0, 1.0, 1.0]
 BATCH_STD = math.sqrt(4.8)
@@ -86,3 +92,38 @@ def test_bad_shapes_are_rejected() -> None:
         compute_advantages(torch.tensor(REWARDS), 4)
     with pytest.raises(ValueError, match="rloo"):
         compute_advantages(torch.tensor([1.0, 2.0]), 1, "none", "rloo")
+
+
+def test_unscored_completions_are_left_out_of_the_group() -> None:
+    # Group [1, 0, 0(unscored), 1]: stats over the scored [1, 0, 1] only.
+    # mean = 2/3, unbiased std = sqrt(((1/3)^2 * 2 + (2/3)^2) / 2) = sqrt(1/3) = 0.57735.
+    # A = (r - 2/3) / 0.57735 -> [0.57735, -1.1547, 0 (unscored), 0.57735]. Counting the
+    # unscored one as reward 0 would give mean 1/2 and A_3 = -0.866 instead.
+    r = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    valid = torch.tensor([True, True, False, True])
+    adv = compute_advantages(r, 4, scale="group", baseline="mean", eps=0.0, valid=valid)
+    s = math.sqrt(1 / 3)
+    assert torch.allclose(adv, torch.tensor([1 / 3 / s, -2 / 3 / s, 0.0, 1 / 3 / s]))
+    # RLOO over the scored ones: b_0 = (0 + 1) / 2, b_1 = (1 + 1) / 2, b_3 = (1 + 0) / 2.
+    adv = compute_advantages(r, 4, scale="none", baseline="rloo", valid=valid)
+    assert torch.allclose(adv, torch.tensor([0.5, -1.0, 0.0, 0.5]))
+    # Batch std over the scored rewards of the whole batch.
+    adv = compute_advantages(r, 4, scale="batch", baseline="mean", eps=0.0, valid=valid)
+    assert torch.allclose(adv, torch.tensor([1 / 3 / s, -2 / 3 / s, 0.0, 1 / 3 / s]))
+
+
+def test_all_valid_is_the_same_as_no_mask() -> None:
+    r = torch.tensor([0.3, 1.0, 0.0, 2.0, 1.0, 1.0, 5.0, 0.5])
+    for scale in SCALES:
+        for baseline in BASELINES:
+            assert torch.allclose(
+                compute_advantages(r, 4, scale=scale, baseline=baseline),
+                compute_advantages(r, 4, scale=scale, baseline=baseline,
+                                   valid=torch.ones(8, dtype=torch.bool)), atol=1e-6)
+
+
+def test_a_group_with_fewer_than_two_scored_teaches_nothing() -> None:
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    valid = torch.tensor([True, False, False, False])
+    assert zero_std_mask(r, 4, valid).tolist() == [True]
+    assert compute_advantages(r, 4, valid=valid).tolist() == [0.0] * 4

@@ -161,3 +161,16 @@ def test_bad_completion_len(model) -> None:
     ids = torch.randint(1, VOCAB, (1, 4))
     with pytest.raises(ValueError, match="completion_len"):
         completion_logprobs(model, ids, torch.ones_like(ids), 4, 1.0, micro_batch_size=1)
+
+
+@pytest.mark.parametrize("scale", [30.0, 1000.0])
+def test_entropy_is_stable_at_large_logits(scale: float) -> None:
+    # Logits [0, -1, -2, -3] * scale / 30 plus a constant offset of `scale` (which changes
+    # nothing mathematically); the reference entropy is computed in float64 without it.
+    base = torch.tensor([[0.0, -1.0, -2.0, -3.0], [0.5, 0.5, -0.5, 0.0]]) * scale / 30
+    logits = (base + scale).float()  # [2, 4]
+    ref_logp = torch.log_softmax(base.double(), dim=-1)
+    ref = -(ref_logp.exp() * ref_logp).sum(-1)  # [2]
+    _, ent = logprobs_and_entropy(logits, torch.zeros(2, dtype=torch.long))
+    # lse - sum(p * z) is off by 1e-5 at scale 30 and 3e-2 at 1000 (float32 cancellation).
+    assert torch.allclose(ent.double(), ref, rtol=0, atol=1e-6 * scale / 30), (ent, ref)

@@ -242,14 +242,58 @@ def test_sampler_importance_weight(cap, weight) -> None:
     assert metrics["sampler/logp_gap"] == pytest.approx(math.log(0.5 / 0.4))
 
 
-def test_sampler_weight_scales_the_kl_term_too() -> None:
-    # One token, rho = 1, A = 0, ref = logp + ln2 -> KL = 2 - ln2 - 1; w = e^0.1 (cap 2).
+def test_sampler_weight_leaves_the_kl_term_alone() -> None:
+    # One token, rho = 1, ref = logp + ln2 -> KL = 2 - ln2 - 1; w = e^0.1 (cap 2).
+    # A = 0: the policy term is 0 whatever w is, so loss = beta * KL, unweighted.
     logp = torch.zeros(1, 1, requires_grad=True)
     loss, sums = grpo_loss(logp, logp.detach(), torch.full((1, 1), LN2), torch.zeros(1),
                            torch.ones(1, 1), EPS_LOW, EPS_HIGH, 0.5, "token_mean", max_len=1,
                            sampler_logp=torch.full((1, 1), -0.1), is_cap=2.0)
-    assert loss.item() == pytest.approx(0.5 * (1 - LN2) * math.exp(0.1))
-    assert combine_metrics([sums])["kl"] == pytest.approx(1 - LN2)  # the metric is unweighted
+    assert loss.item() == pytest.approx(0.5 * (1 - LN2))
+    assert combine_metrics([sums])["kl"] == pytest.approx(1 - LN2)
+    # A = 1: policy term -1 * w = -e^0.1, KL term still 0.5 * (1 - ln2).
+    loss, _ = grpo_loss(logp, logp.detach(), torch.full((1, 1), LN2), torch.ones(1),
+                        torch.ones(1, 1), EPS_LOW, EPS_HIGH, 0.5, "token_mean", max_len=1,
+                        sampler_logp=torch.full((1, 1), -0.1), is_cap=2.0)
+    assert loss.item() == pytest.approx(-math.exp(0.1) + 0.5 * (1 - LN2))
+
+
+@pytest.mark.parametrize("mode", ["seq_mean_token_mean", "token_mean",
+                                  "seq_mean_token_sum_norm"])
+def test_huge_gaps_on_padding_cannot_make_nan(mode) -> None:
+    # Position 1 is padding whose log-probs are garbage: a 1000-nat gap to old, ref and the
+    # sampler there. exp(1000) = inf, and inf * 0 = NaN, unless the gap is masked first.
+    # Token 0: logp = old = ref = sampler = -1 -> ratio 1, KL 0, w 1: loss = -A = -2 for
+    # every mode (one token, one sequence, max_len 1 counts the real token only... for the
+    # sum_norm mode max_len = 2: -2 / 2 = -1).
+    logp = torch.tensor([[-1.0, 0.0]], requires_grad=True)  # [1, 2]
+    far = torch.tensor([[-1.0, -1000.0]])  # [1, 2]
+    mask = torch.tensor([[1.0, 0.0]])
+    loss, sums = grpo_loss(logp, far, far, torch.tensor([2.0]), mask, EPS_LOW, EPS_HIGH, 0.1,
+                           mode, max_len=2, sampler_logp=torch.tensor([[-1.0, 1000.0]]),
+                           is_cap=2.0)
+    loss.backward()
+    assert loss.item() == pytest.approx(-1.0 if mode == "seq_mean_token_sum_norm" else -2.0)
+    assert torch.isfinite(logp.grad).all() and logp.grad[0, 1].item() == 0.0
+    metrics = combine_metrics([sums])
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+
+
+def test_pg_loss_is_averaged_over_updates() -> None:
+    # Two updates (e.g. num_iterations=2), each one micro-batch with pg_loss -2: the step's
+    # pg_loss is their mean, -2, like the logged loss; not their sum, -4.
+    logp = torch.zeros(1, 1)
+    _, sums = grpo_loss(logp, logp, None, torch.tensor([2.0]), torch.ones(1, 1), EPS_LOW,
+                        EPS_HIGH, 0.0, "token_mean", max_len=1)
+    assert combine_metrics([sums, sums], num_updates=2)["pg_loss"] == pytest.approx(-2.0)
+
+
+def test_pg_loss_equals_loss_without_kl_even_with_sampler_weights() -> None:
+    logp = torch.log(torch.tensor([[0.5, 0.25, 0.1]]))  # [1, 3]
+    loss, sums = grpo_loss(logp, logp, None, torch.tensor([1.5]), torch.ones(1, 3), EPS_LOW,
+                           EPS_HIGH, 0.0, "seq_mean_token_mean", max_len=3,
+                           sampler_logp=logp - 0.2, is_cap=2.0)
+    assert combine_metrics([sums])["pg_loss"] == pytest.approx(loss.item())
 
 
 def test_no_sampler_logprobs_means_weight_one() -> None:
