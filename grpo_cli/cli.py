@@ -72,13 +72,16 @@ def cmd_train(args: list[str]) -> int:
 
     from grpo_cli.compose import compose_config
 
-    dcfg, cfg = compose_config("train", overrides)
+    notes: list[str] = []
+    dcfg, cfg = compose_config("train", overrides, notes=notes)
     if "cfg" in flags:
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         print(OmegaConf.to_yaml(dcfg), end="")
         return 0
     from grpo_cli.train import run
 
-    return run(cfg, dcfg)
+    return run(cfg, dcfg, notes=notes)
 
 
 def cmd_eval(args: list[str]) -> int:

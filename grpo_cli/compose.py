@@ -171,12 +171,13 @@ def _hydra_compose(config_name: str, overrides: list[str]) -> DictConfig:
         GlobalHydra.instance().clear()
 
 
-def compose_config(config_name: str, overrides: list[str], *,
-                   for_training: bool = True) -> tuple[DictConfig, GrpoConfig]:
+def compose_config(config_name: str, overrides: list[str], *, for_training: bool = True,
+                   notes: list[str] | None = None) -> tuple[DictConfig, GrpoConfig]:
     """Compose and validate. Returns the DictConfig (for printing/saving) and the typed object.
 
-    Prints one `note:` line per group option that replaced a recipe's values (see the module
-    docstring)."""
+    Each group option that replaced a recipe's values gives one note (see the module
+    docstring): appended to `notes` when given (`grpo train` shows them with its start-up
+    lines, which a bad-input error drops), else logged as a `note:` line at once."""
     command = COMMANDS.get(config_name, "train")
     for override in overrides:
         _check_override_key(override, command)
@@ -184,7 +185,10 @@ def compose_config(config_name: str, overrides: list[str], *,
     try:
         cfg = _hydra_compose(config_name, overrides)
         for note in apply_group_choices(config_name, overrides, cfg):
-            log.warning("note: %s", note)
+            if notes is None:
+                log.warning("note: %s", note)
+            else:
+                notes.append(note)
         return finish(cfg, for_training=for_training)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(_one_line(exc)) from None

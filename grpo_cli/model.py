@@ -177,7 +177,9 @@ def apply_lora(model: nn.Module, lora: LoraConfig, adapter_path: Optional[str]) 
             raise UserError(f"model.adapter_path={adapter_path!r} has no adapter_config.json"
                             + hint)
         with quiet_peft():
-            return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+            peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+        _drop_lora_dropout(peft_model, folder)
+        return peft_model
     targets = lora.target_modules
     peft_cfg = PeftLoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_rslora=lora.use_rslora,
@@ -189,6 +191,23 @@ def apply_lora(model: nn.Module, lora: LoraConfig, adapter_path: Optional[str]) 
             return get_peft_model(model, peft_cfg)
     except ValueError as err:
         raise UserError(f"model.lora.target_modules={list(targets)}: {err}") from None
+
+
+def _drop_lora_dropout(model: nn.Module, folder: Path) -> None:
+    """A loaded adapter's own lora_dropout is switched off: GRPO's importance ratio compares
+    log-probs of the same tokens across passes, which random dropout masks would make differ
+    (the reason model.lora.dropout > 0 is refused)."""
+    found = 0.0
+    for module in model.modules():
+        drops = getattr(module, "lora_dropout", None)
+        if isinstance(drops, nn.ModuleDict):
+            for name, drop in list(drops.items()):
+                if isinstance(drop, nn.Dropout):
+                    found = max(found, drop.p)
+                    drops[name] = nn.Identity()
+    if found:
+        log.info("adapter %s: its lora_dropout=%s is off for training (GRPO compares "
+                 "log-probs across passes)", folder, found)
 
 
 def enable_checkpointing(model: nn.Module) -> None:
@@ -241,6 +260,27 @@ def _adapter_free_reference(model: nn.Module) -> Callable[[], ContextManager[nn.
     return reference
 
 
+def _starting_adapter_reference(model: nn.Module) -> Callable[[], ContextManager[nn.Module]]:
+    """The reference when training starts from an adapter: the starting policy, i.e. the same
+    base weights with a frozen copy of the starting adapter (only the small LoRA tensors are
+    copied). The context swaps the copy's tensors into the live adapter and back."""
+    live = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    frozen = {name: p.detach().clone() for name, p in live.items()}
+
+    @contextlib.contextmanager
+    def reference() -> Iterator[nn.Module]:
+        with torch.no_grad():
+            trained = {name: p.data for name, p in live.items()}
+            for name, p in live.items():
+                p.data = frozen[name]
+            try:
+                yield model
+            finally:
+                for name, p in live.items():
+                    p.data = trained[name]
+    return reference
+
+
 def _copy_reference(model: nn.Module) -> Callable[[], ContextManager[nn.Module]]:
     frozen = copy.deepcopy(model).eval()
     _freeze(frozen)
@@ -266,8 +306,13 @@ def build_policy(cfg: ModelConfig, *, need_reference: bool) -> Policy:
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora, cfg.adapter_path)
         fuse_lora_layers(model)
-        reference = _adapter_free_reference(model) if need_reference else _no_reference
-        kind = "adapters disabled (same weights)" if need_reference else "none"
+        if not need_reference:
+            reference, kind = _no_reference, "none"
+        elif cfg.adapter_path is not None:
+            reference = _starting_adapter_reference(model)
+            kind = f"the starting adapter {cfg.adapter_path} (a frozen copy, same base weights)"
+        else:
+            reference, kind = _adapter_free_reference(model), "adapters disabled (same weights)"
     else:
         n = sum(p.numel() for p in model.parameters())
         log.warning("full fine-tuning (model.lora.enabled=false): all %.1fM parameters train; "

@@ -370,5 +370,16 @@ def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
         torch.cat([_pad_to(r.completion_mask, L, 0, left=False) for r in parts]),  # [N, L]
         torch.cat([r.truncated for r in parts]),  # [N]
         [t for r in parts for t in r.texts],
-        torch.cat([_pad_to(r.sampler_logp, L, 0, left=False) for r in parts])  # [N, L]
-        if all(r.sampler_logp is not None for r in parts) else None)
+        _concat_sampler_logp(parts, L))
+
+
+def _concat_sampler_logp(parts: list[Rollout], L: int) -> Optional[torch.Tensor]:
+    """Per-row sampler log-probs of stacked rollouts: NaN rows for a part drawn by the
+    trainer's own weights (nothing to correct there: the loss uses the trainer's own), None
+    when no part kept any."""
+    if all(r.sampler_logp is None for r in parts):
+        return None
+    rows = [_pad_to(r.sampler_logp, L, 0, left=False) if r.sampler_logp is not None
+            else torch.full(r.completion_ids.shape[:1] + (L,), torch.nan,
+                            device=r.completion_ids.device) for r in parts]
+    return torch.cat(rows)  # [N, L]

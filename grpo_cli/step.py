@@ -117,6 +117,7 @@ class ScoredBatch:
     metrics: dict[str, float]
     time_generate: float
     time_reward: float
+    scored: torch.Tensor  # [N] bool: some reward scored it (False = left out of advantages)
 
 
 def _score(engine: Engine, indices: list[int]) -> ScoredBatch:
@@ -146,8 +147,11 @@ def _score(engine: Engine, indices: list[int]) -> ScoredBatch:
         answer_format=engine.answer_format, **metadata)
     t2 = time.perf_counter()
     comps = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in result.per_component.items()}
-    return ScoredBatch(indices, ro, torch.as_tensor(result.total, dtype=torch.float32), comps,
-                       dict(result.errors), result.metrics(), t1 - t0, t2 - t1)
+    total = torch.as_tensor(result.total, dtype=torch.float32)  # [N]
+    scored = (result.scored if result.scored is not None
+              else torch.ones_like(total, dtype=torch.bool))  # [N]
+    return ScoredBatch(indices, ro, total, comps, dict(result.errors), result.metrics(),
+                       t1 - t0, t2 - t1, scored)
 
 
 def _merge(parts: list[ScoredBatch], pad_id: int) -> ScoredBatch:
@@ -163,7 +167,7 @@ def _merge(parts: list[ScoredBatch], pad_id: int) -> ScoredBatch:
         torch.cat([p.total for p in parts]),
         {k: torch.cat([p.components[k] for p in parts]) for k in parts[0].components},
         errors, parts[0].metrics, sum(p.time_generate for p in parts),
-        sum(p.time_reward for p in parts))
+        sum(p.time_reward for p in parts), torch.cat([p.scored for p in parts]))
 
 
 def component_metrics(components: dict[str, torch.Tensor],
@@ -183,7 +187,7 @@ def _select_groups(b: ScoredBatch, groups: list[int], G: int) -> ScoredBatch:
     idx = torch.tensor(rows, dtype=torch.long)
     return ScoredBatch([b.indices[g] for g in groups], b.rollout.select(rows), b.total[idx],
                        {k: v[idx] for k, v in b.components.items()}, b.errors, b.metrics,
-                       b.time_generate, b.time_reward)
+                       b.time_generate, b.time_reward, b.scored[idx])
 
 
 def collect_batch(engine: Engine) -> tuple[ScoredBatch, dict[str, float]]:
@@ -191,7 +195,7 @@ def collect_batch(engine: Engine) -> tuple[ScoredBatch, dict[str, float]]:
     cfg, G = engine.cfg, engine.cfg.algo.num_generations
     want = cfg.trainer.prompts_per_step
     first = _score(engine, engine.sampler.take(want))
-    stats = {"frac_zero_std": float(zero_std_mask(first.total, G).float().mean())}
+    stats = {"frac_zero_std": float(zero_std_mask(first.total, G, first.scored).float().mean())}
     if not cfg.algo.dynamic_sampling:
         return first, stats
     pad_id = engine.policy.tokenizer.pad_token_id
@@ -199,7 +203,7 @@ def collect_batch(engine: Engine) -> tuple[ScoredBatch, dict[str, float]]:
     rounds = 0
     while True:
         batch = sampled[-1]
-        zero = zero_std_mask(batch.total, G).tolist()
+        zero = zero_std_mask(batch.total, G, batch.scored).tolist()
         kept += [_select_groups(batch, [g], G) for g, z in enumerate(zero) if not z]
         dropped += [_select_groups(batch, [g], G) for g, z in enumerate(zero) if z]
         if len(kept) >= want or rounds >= cfg.algo.dynamic_sampling_max_rounds:
@@ -279,12 +283,15 @@ def _accumulate(engine: Engine, ro: Rollout, rows_mini: torch.Tensor, adv: torch
         logp, ent = micro_logprobs(model, ro, rows, temp, with_entropy=with_entropy)
         old = old_all[rows] if old_all is not None else logp.detach()
         ref = ref_all[rows] if ref_all is not None else None
+        sampler = None
+        if ro.sampler_logp is not None:  # NaN rows: drawn by the trainer's own weights
+            sampler = ro.sampler_logp[rows]
+            sampler = torch.where(torch.isnan(sampler), old, sampler)  # [m, L]
         loss, sums = grpo_loss(
             logp, old, ref, adv[rows], loss_mask[rows], algo.epsilon_low,
             algo.epsilon_high, beta if ref is not None else 0.0, algo.loss_agg,
             cfg.rollout.max_new_tokens, num_seqs=len(rows_mini), num_tokens=tokens,
-            sampler_logp=ro.sampler_logp[rows] if ro.sampler_logp is not None else None,
-            is_cap=algo.is_cap)
+            sampler_logp=sampler, is_cap=algo.is_cap)
         loss = faults.poison_loss(loss, engine.step)
         if s + mbs >= len(rows_mini):  # the last micro-batch: earlier ones left gradients
             faults.maybe_oom("backward", engine.step)
@@ -307,7 +314,8 @@ def train_on_batch(engine: Engine, batch: ScoredBatch) -> tuple[dict[str, float]
     model, ro = engine.policy.model, batch.rollout
     device = ro.completion_ids.device
     adv = compute_advantages(batch.total, algo.num_generations, scale=algo.scale_rewards,
-                             baseline=algo.baseline, eps=algo.adv_eps).to(device)  # [N]
+                             baseline=algo.baseline, eps=algo.adv_eps,
+                             valid=batch.scored).to(device)  # [N]
     loss_mask = ro.completion_mask.float()  # [N, L]
     if algo.mask_truncated:
         loss_mask = loss_mask * (~ro.truncated).float().unsqueeze(1)  # [N, L]
@@ -357,7 +365,7 @@ def train_on_batch(engine: Engine, batch: ScoredBatch) -> tuple[dict[str, float]
     engine.scheduler.step()
     t2 = time.perf_counter()
 
-    metrics = combine_metrics(parts)
+    metrics = combine_metrics(parts, num_updates=len(losses))
     metrics.update({
         "loss": sum(losses) / len(losses), "grad_norm": sum(grad_norms) / len(grad_norms),
         "entropy": ent_sum / max(float(ro.completion_mask.sum()), 1.0), "beta": beta, "lr": lr,

@@ -175,7 +175,7 @@ def peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
 
 
-def run(cfg: GrpoConfig, dcfg: DictConfig) -> int:
+def run(cfg: GrpoConfig, dcfg: DictConfig, notes: tuple[str, ...] | list[str] = ()) -> int:
     from grpo_cli.data import build_dataset, render_prompt
     from grpo_cli.model import build_policy
     from grpo_cli.rewards import build_reward_stack
@@ -183,6 +183,8 @@ def run(cfg: GrpoConfig, dcfg: DictConfig) -> int:
 
     run_dir = Path(cfg.trainer.output_dir)
     with held_logs(run_dir, prepare_run_dir(run_dir)):
+        for note in notes:  # group options that replaced a recipe's values (compose.py)
+            log.warning("note: %s", note)
         ckpt.recover_interrupted(run_dir / "checkpoints")
         resume_from = ckpt.resolve_resume(cfg.trainer.resume, run_dir)
         if resume_from is not None:
@@ -269,8 +271,8 @@ def run(cfg: GrpoConfig, dcfg: DictConfig) -> int:
                 if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
                     run_eval_during_training(engine, data.test, step, metrics, status, save)
                 tracker.log_step(step, metrics)
-                if step % cfg.trainer.log_every == 0 or step == 1:
-                    tracker.log_samples(step, samples)
+                tracker.log_samples(step, samples, write_file=(
+                    step % cfg.trainer.log_every == 0 or step == 1))
                 if bad_in_a_row >= cfg.trainer.max_bad_steps:
                     # Skipped steps changed neither the weights nor the Adam moments: this
                     # checkpoint holds those of the last good step, before the trouble.
@@ -330,6 +332,8 @@ def one_step(engine: Engine, step: int) -> tuple[dict, list[dict]]:
         "time/rollout_s": batch.time_generate + batch.time_reward, "time/step_s": elapsed,
         "tokens_per_s": gen_tokens / max(batch.time_generate, 1e-9),
         "mem/peak_gb": peak_memory_gb(device), "health/oom_retries": engine.oom_retries,
+        # Completions no reward could score: advantage 0, left out of their group's stats.
+        "rewards/unscored": float((~batch.scored).sum()),
         "_skipped": skipped,
     })
     correctness = engine.rewards.correctness_name  # the component that grades answers

@@ -1,7 +1,9 @@
 """RewardStack: named, weighted reward components, scored with per-sample isolation.
 
 total_i = sum_k w_k * r_ik over the components applicable to sample i (r_ik not None); a sample
-with none applicable gets 0.
+with none applicable gets 0. A sample that no component scored itself (each one raised, timed
+out or did not apply) is marked unscored (`RewardResult.scored`): the trainer leaves it out of
+its group's statistics and gives it advantage 0 (advantages.py), and counts it.
 
 Isolation, per component and batch of N completions:
 1. one batch call, in a daemon thread, with a limit of timeout_s * N (the per-sample budget);
@@ -54,6 +56,8 @@ class RewardResult:
     total: torch.Tensor  # [N] weighted sum over the applicable components
     errors: Dict[str, int]  # name -> samples that raised or timed out (got the fallback)
     correctness_name: Optional[str] = None  # the component `accuracy` reads
+    # [N] bool: some component scored the sample itself (not a fallback); None = all did.
+    scored: Optional[torch.Tensor] = None
 
     def matrix(self) -> torch.Tensor:
         """[N, K] rewards, components in config order (NaN where not applicable)."""
@@ -126,15 +130,16 @@ class RewardStack:
         return [c.name for c in self.components]
 
     def _score(self, comp: Component, prompts: Sequence[str], completions: Sequence[str],
-               answers: Sequence[str], metadata: Dict[str, Any]) -> Tuple[Values, int]:
-        """(values, errors) of one component over the batch, isolated as the module says."""
+               answers: Sequence[str], metadata: Dict[str, Any]) -> Tuple[Values, List[int]]:
+        """(values, failed samples) of one component over the batch, isolated as the module
+        says."""
         n = len(completions)
         kwargs = {**metadata, **comp.kwargs}  # the component's own kwargs win
         batch = run_isolated(
             [lambda: comp.fn(prompts, completions, answers, **kwargs)],
             comp.timeout_s * max(n, 1), 1)[0]
         if batch.status == "ok":
-            return _check_values(comp.name, batch.value, n), 0
+            return _check_values(comp.name, batch.value, n), []
         self._raise_user_error(batch)
         log.warning("reward '%s': batch call %s; re-scoring %d samples one by one",
                     comp.name, _describe(batch), n)
@@ -157,7 +162,7 @@ class RewardStack:
             log.warning("reward '%s': %d of %d samples got the fallback %s (sample %d %s)",
                         comp.name, len(failed), n, comp.fallback, failed[0],
                         _describe(outcomes[failed[0]]))
-        return values, len(failed)
+        return values, failed
 
     @staticmethod
     def _raise_user_error(outcome: CallOutcome) -> None:
@@ -172,13 +177,18 @@ class RewardStack:
         per_component: Dict[str, torch.Tensor] = {}
         errors: Dict[str, int] = {}
         total = torch.zeros(n, dtype=torch.float32)  # [N]
+        scored = torch.zeros(n, dtype=torch.bool)  # [N]
         for comp in self.components:
-            values, errors[comp.name] = self._score(comp, prompts, completions, answers, metadata)
+            values, failed = self._score(comp, prompts, completions, answers, metadata)
+            errors[comp.name] = len(failed)
             rewards = torch.tensor([math.nan if v is None else v for v in values],
                                    dtype=torch.float32)  # [N]
+            own = ~torch.isnan(rewards)  # [N]
+            own[failed] = False
+            scored |= own
             per_component[comp.name] = rewards
             total += torch.nan_to_num(rewards * comp.weight, nan=0.0)  # [N]
-        return RewardResult(per_component, total, errors, self.correctness_name)
+        return RewardResult(per_component, total, errors, self.correctness_name, scored)
 
 
 def _describe(outcome: CallOutcome) -> str:

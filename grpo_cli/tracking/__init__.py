@@ -101,13 +101,16 @@ class Tracker:
             for warning in self.health.update(step, values):
                 self.warn(str(warning), step=step)
 
-    def log_samples(self, step: int, rows: list[dict[str, Any]]) -> Path:
-        """Write samples/step-<N>.jsonl; add the rows to the W&B completions table when due.
+    def log_samples(self, step: int, rows: list[dict[str, Any]],
+                    write_file: bool = True) -> Optional[Path]:
+        """Write samples/step-<N>.jsonl (when `write_file`: the trainer asks every
+        `trainer.log_every` steps); add the rows to the W&B completions table when due.
 
         The table gets rows at most once every `logger.completions_every` steps (the first
-        call always); it is logged incrementally, so earlier rows stay visible.
+        call always), whatever `write_file` is; it is logged incrementally, so earlier rows
+        stay visible.
         """
-        path = write_samples(self.run_dir, step, rows)
+        path = write_samples(self.run_dir, step, rows) if write_file else None
         due = self._next_table_step is None or step >= self._next_table_step
         if self.completions_every > 0 and rows and due:
             if self._table_columns is None:

@@ -94,6 +94,18 @@ def test_a_raising_sample_gets_the_fallback_and_is_counted():
     n = result.per_component["n"]
     assert n[0] == 0.5 and torch.isnan(n[1])  # null fallback: excluded
     assert result.total.tolist() == pytest.approx([1.0, -1.0, 1.0, -1.0])
+    # 'bad' was scored by no component (each raised): unscored, whatever its fallback total.
+    assert result.scored.tolist() == [True, False, True, False]
+
+
+def test_one_component_scoring_a_sample_makes_it_scored():
+    stack = stack_of(r=RewardComponent(fn=f"{__name__}:raise_on_bad"),
+                     o=RewardComponent(fn=f"{__name__}:ones"))
+    result = stack([""] * 2, ["ok", "bad"], [""] * 2, **meta(2))
+    assert result.scored.tolist() == [True, True]
+    # Not applicable everywhere (None) is not a score either.
+    stack = stack_of(odd=RewardComponent(fn=f"{__name__}:not_applicable_on_odd"))
+    assert stack([""] * 2, ["a", "b"], [""] * 2, **meta(2)).scored.tolist() == [True, False]
 
 
 def test_a_sample_past_its_timeout_gets_the_fallback_and_the_others_their_values():

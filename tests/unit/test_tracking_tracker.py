@@ -112,6 +112,19 @@ def test_completions_table_cadence_and_columns(tmp_path) -> None:
     assert len(list((tmp_path / "samples").glob("step-*.jsonl"))) == 15
 
 
+def test_the_table_follows_completions_every_alone(tmp_path) -> None:
+    # completions_every=1 with sample files only every 5 steps: table rows every step.
+    tracker = Tracker(QuietView(), tmp_path, max_steps=6, completions_every=1)
+    tracker.backend = backend = _RecordingBackend()
+    row = {"prompt": "p", "completion": "c", "reward": 1.0, "advantage": 0.0}
+    for step in range(1, 7):
+        tracker.log_samples(step, [row], write_file=step % 5 == 0 or step == 1)
+    assert [step for key, _, step, _ in backend.tables if key == "completions"] == [1, 2, 3, 4,
+                                                                                   5, 6]
+    assert sorted(p.name for p in (tmp_path / "samples").glob("*.jsonl")) == [
+        "step-1.jsonl", "step-5.jsonl"]
+
+
 def test_helpers() -> None:
     assert completion_columns([{"rewards/b": 1, "rewards/a": 0}]) == [
         "step", "prompt", "completion", "rewards/a", "rewards/b", "reward", "advantage"]
