@@ -197,7 +197,7 @@ def compose_config(config_name: str, overrides: list[str], *, for_training: bool
 # ----------------------------------------------------------------- recipes vs group options
 
 def _default_recipe(config_name: str) -> str | None:
-    return _file_choices(config_dir() / f"{config_name}.yaml").get("recipe")
+    return file_choices(config_dir() / f"{config_name}.yaml").get("recipe")
 
 
 def _hydra_overrides(config_name: str, overrides: list[str]) -> list[str]:
@@ -207,14 +207,14 @@ def _hydra_overrides(config_name: str, overrides: list[str]) -> list[str]:
     return [o[1:] if o.startswith("+recipe=") else o for o in overrides]
 
 
-def _file_yaml(path: Path) -> dict:
+def file_yaml(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def _file_choices(path: Path) -> dict[str, str]:
+def file_choices(path: Path) -> dict[str, str]:
     """group -> option picked in a config file's defaults list (`g: o`, `override /g: o`)."""
     choices = {}
-    for entry in _file_yaml(path).get("defaults", []):
+    for entry in file_yaml(path).get("defaults", []):
         if isinstance(entry, dict):
             for key, option in entry.items():
                 choices[key.replace("override", "").strip().lstrip("/")] = option
@@ -248,7 +248,7 @@ def apply_group_choices(config_name: str, overrides: list[str], cfg: DictConfig)
     path = recipe_dir() / f"{recipe}.yaml"
     replaced = {k: o.split("=", 1)[1] for o in overrides
                 if not o.startswith(("+", "~")) and (k := o.split("=", 1)[0]) in GROUPS}
-    recipe_keys = [k for k in flat_values(_file_yaml(path)) if k.split(".")[0] in replaced]
+    recipe_keys = [k for k in flat_values(file_yaml(path)) if k.split(".")[0] in replaced]
     if not recipe_keys:
         return []
     without = [o for o in overrides if not o.lstrip("+").startswith("recipe=")]

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 from omegaconf import OmegaConf
 
 from grpo_cli.compose import (
@@ -20,6 +18,8 @@ from grpo_cli.compose import (
     apply_group_choices,
     compose_config,
     config_dir,
+    file_choices,
+    file_yaml,
     flat_values,
     group_options,
     recipe_dir,
@@ -29,19 +29,6 @@ from grpo_cli.config import ConfigError, GrpoConfig
 RECIPES = sorted(p.stem for p in recipe_dir().glob("*.yaml"))
 # A required key a group leaves open, given on the command line so the config composes.
 REQUIRED = {("data", "jsonl"): {"data.path": "x.jsonl"}}
-
-
-def _yaml(path: Path) -> dict:
-    return yaml.safe_load(path.read_text()) or {}
-
-
-def _choices(path: Path) -> dict[str, str]:
-    out = {}
-    for entry in _yaml(path).get("defaults", []):
-        if isinstance(entry, dict):
-            for key, option in entry.items():
-                out[key.replace("override", "").strip().lstrip("/")] = option
-    return out
 
 
 def _schema() -> dict:
@@ -54,13 +41,13 @@ def expected(recipe: str, group: str | None = None, option: str | None = None,
     (train.yaml's, the recipe's, the command line's), then the recipe's values except for a
     group chosen on the command line, then the command line's key=value."""
     rfile = recipe_dir() / f"{recipe}.yaml"
-    choices = {**_choices(config_dir() / "train.yaml"), **_choices(rfile)}
+    choices = {**file_choices(config_dir() / "train.yaml"), **file_choices(rfile)}
     if group is not None:
         choices[group] = option
     values = _schema()
     for g in GROUPS:
-        values.update(flat_values(_yaml(config_dir() / g / f"{choices[g]}.yaml"), f"{g}."))
-    values.update({k: v for k, v in flat_values(_yaml(rfile)).items()
+        values.update(flat_values(file_yaml(config_dir() / g / f"{choices[g]}.yaml"), f"{g}."))
+    values.update({k: v for k, v in flat_values(file_yaml(rfile)).items()
                    if k.split(".")[0] != group})
     values.update(cli or {})
     return {k: (v.replace("${trainer.run_name}", values["trainer.run_name"])
@@ -147,7 +134,7 @@ def _option_files():
 @pytest.mark.parametrize("group,option", _option_files())
 def test_a_group_file_states_only_what_differs_from_the_schema(group, option):
     schema = _schema()
-    for key, value in flat_values(_yaml(config_dir() / group / f"{option}.yaml"),
+    for key, value in flat_values(file_yaml(config_dir() / group / f"{option}.yaml"),
                                   f"{group}.").items():
         assert key in schema or key.startswith("reward.components."), key
         assert schema.get(key) != value, f"{group}/{option}.yaml repeats the default {key}"
@@ -156,21 +143,21 @@ def test_a_group_file_states_only_what_differs_from_the_schema(group, option):
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_a_recipe_states_only_what_it_changes(recipe):
     rfile = recipe_dir() / f"{recipe}.yaml"
-    train_choices = _choices(config_dir() / "train.yaml")
-    for group, option in _choices(rfile).items():
+    train_choices = file_choices(config_dir() / "train.yaml")
+    for group, option in file_choices(rfile).items():
         assert train_choices[group] != option, f"{recipe} re-picks {group}={option}"
     without = expected(recipe)
-    choices = {**train_choices, **_choices(rfile)}
+    choices = {**train_choices, **file_choices(rfile)}
     beneath = _schema()
     for g in GROUPS:
-        beneath.update(flat_values(_yaml(config_dir() / g / f"{choices[g]}.yaml"), f"{g}."))
-    for key, value in flat_values(_yaml(rfile)).items():
+        beneath.update(flat_values(file_yaml(config_dir() / g / f"{choices[g]}.yaml"), f"{g}."))
+    for key, value in flat_values(file_yaml(rfile)).items():
         assert without[key] == value
         assert beneath.get(key) != value, f"{recipe} repeats {key}={value}"
 
 
 def test_the_quickstart_values_live_in_the_quickstart_recipe_only():
-    train = _yaml(config_dir() / "train.yaml")
+    train = file_yaml(config_dir() / "train.yaml")
     assert set(train) == {"defaults"}
     assert {"recipe": "quickstart"} in train["defaults"]
 
