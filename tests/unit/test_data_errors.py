@@ -105,8 +105,9 @@ def test_jsonl_needs_a_path() -> None:
 
 def test_bad_arith_settings() -> None:
     with pytest.raises(UserError, match=r"unknown operator '\^'; allowed: \+, -, \*, /"):
-        build_dataset(DataConfig(arith=ArithConfig(operators=["+", "^"])), None, 0)
+        build_dataset(DataConfig(name="arith", arith=ArithConfig(operators=["+", "^"])), None, 0)
     with pytest.raises(UserError, match="min_value=5 must be <= data.arith.max_value=3"):
-        build_dataset(DataConfig(arith=ArithConfig(min_value=5, max_value=3)), None, 0)
+        build_dataset(DataConfig(name="arith", arith=ArithConfig(min_value=5, max_value=3)),
+                      None, 0)
     with pytest.raises(UserError, match="no split 'dev'"):
-        load_split(DataConfig(), "dev", 0)
+        load_split(DataConfig(name="arith"), "dev", 0)

@@ -126,6 +126,7 @@ def test_completions_file_with_missing_fields(tmp_path: Path) -> None:
     path.write_text(json.dumps({"answer": "1", "completion": "#### 1"}) + "\n"
                     + json.dumps({"completion": "#### 2"}) + "\n")
     cfg = GrpoConfig()
+    cfg.data.name = "arith"  # the schema leaves data.name to a data=OPTION
     cfg.eval.completions, cfg.eval.out = str(path), str(tmp_path / "out")
     with pytest.raises(UserError, match=r"c\.jsonl:2: missing 'answer'"):
         run_eval(cfg)
