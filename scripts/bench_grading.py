@@ -49,6 +49,7 @@ def bench_plain(n: int) -> None:
     from grpo_cli.rewards.builtin import correctness
 
     hashed, prose, golds = plain_completions(n)
+    correctness([""] * 2, prose[:2], golds[:2], answer_format="hash")  # compile the regexes
     for label, completions, mode in (("strict  #### N", hashed, "strict"),
                                      ("flexible #### N", hashed, "flexible"),
                                      ("flexible prose", prose, "flexible")):

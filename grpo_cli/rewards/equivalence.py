@@ -32,6 +32,7 @@ _CACHE_SIZE = 20_000
 _cache: Dict[Tuple[str, str], bool] = {}
 _cache_lock = threading.Lock()
 _HAS_MATH = re.compile(r"[\d\\]")
+_PLAIN_NUMBER = re.compile(r"\s*-?(?:\d+(?:\.\d*)?|\.\d+)\s*\Z")
 
 
 def _as_latex(answer: str) -> str:
@@ -53,6 +54,8 @@ def cheap_match(pred: Optional[str], gold: str) -> Optional[bool]:
     """Steps 1-3 of the module docstring: True/False when decided, None when symbolic is needed."""
     if pred is None or not pred.strip() or not gold.strip():
         return False
+    if _PLAIN_NUMBER.match(pred) and _PLAIN_NUMBER.match(gold):  # `18` vs `180`: the bulk
+        return math.isclose(float(pred), float(gold), rel_tol=REL_TOL, abs_tol=ABS_TOL)
     norm_pred, norm_gold = normalize_answer(pred), normalize_answer(gold)
     if norm_pred and norm_pred == norm_gold:
         return True

@@ -28,6 +28,9 @@ from typing import Any, List, Optional, Tuple
 # shortcut: every pattern of that group needs one). Priority 300 has no anchor.
 _ANCHORS = {0: ("final answer",), 50: ("final answer", "\\boxed", "\\fbox"),
             100: ("answer",), 200: ("answer",)}
+# The unanchored group (300) reads only the last lines: its digit-expression regex is quadratic
+# on a looping completion (`1 1 1 ...`), and its rightmost match is near the end anyway.
+TAIL_CHARS = 2000
 BOXED_OR_FINAL = 50  # highest priority of a box or a "final answer is" statement
 STATED = 200  # highest priority of an answer stated in words
 
@@ -88,14 +91,25 @@ def _latex_text(match: re.Match) -> str:
 
 
 def _expr_text(match: re.Match) -> str:
-    """A number as math-verify reads it (separators resolved), or a digit expression as written."""
-    from math_verify.parser import extract_expr
-
+    """A number as math-verify's `extract_expr` reads it (separators resolved, without building
+    its slow sympy Number), or a digit expression as written."""
     groups = match.groupdict()
-    if any(v for k, v in groups.items() if k.startswith(("integer", "decimal"))):
-        number = extract_expr(match)[1]  # a sympy Number is built: cheap, cannot hang
-        return number + ("%" if groups.get("percent") else "")
-    return (groups.get("expr") or "").strip()
+    integer = next((v for k, v in groups.items() if k.startswith("integer") and v), "")
+    decimal = next((v for k, v in groups.items() if k.startswith("decimal") and v), "")
+    if not (integer or decimal):
+        return (groups.get("expr") or "").strip()
+    integer = integer.translate(str.maketrans("", "", ", ")).lstrip("0") or "0"
+    number = integer + decimal.replace(",", ".")
+    return number + ("%" if groups.get("percent") else "")
+
+
+def _tail(text: str) -> str:
+    """The last TAIL_CHARS characters of `text`, from a line start (a `$...$` is not cut)."""
+    if len(text) <= TAIL_CHARS:
+        return text
+    cut = len(text) - TAIL_CHARS
+    newline = text.find("\n", cut)
+    return text[newline + 1:] if newline >= 0 else text[cut:]
 
 
 def locate(text: str, max_priority: int = 300) -> Optional[str]:
@@ -109,7 +123,9 @@ def locate(text: str, max_priority: int = 300) -> Optional[str]:
         if priority > max_priority:
             break
         anchors = _ANCHORS.get(priority)
-        if anchors is not None:
+        if anchors is None:
+            text = _tail(text)
+        else:
             lowered = lowered if lowered is not None else text.lower()
             if not any(a in lowered for a in anchors):
                 continue
