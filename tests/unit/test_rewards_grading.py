@@ -13,6 +13,11 @@ import pytest
 
 from grpo_cli.rewards.builtin import correctness
 
+# Completion -> why math-verify's `verify(parse("$gold$"), parse(completion))` differs from
+# the careful human's flexible verdict written in grading_cases.md.
+DIFFERS_FROM_MATH_VERIFY = {
+    "<answer>(1, 2)</answer>": "math-verify does not read the R1 tag: it takes the last number, 2",
+}
 CASES_FILE = Path(__file__).with_name("grading_cases.md")
 VERDICTS = {"right": 1.0, "wrong": 0.0}
 
@@ -47,3 +52,11 @@ def test_graded_as_a_person_would(category, completion, gold, template, strict, 
         reward = correctness([""], [completion], [gold], mode=mode, answer_format=template,
                              symbolic_timeout_s=30.0)[0]
         assert reward == expected, f"{mode}: {completion!r} vs gold {gold!r}"
+
+
+def test_math_verify_differs_only_where_listed():
+    from math_verify import parse, verify
+
+    differ = {completion for _, completion, gold, _, _, flexible in ROWS
+              if verify(parse(f"${gold}$"), parse(completion)) != bool(flexible)}
+    assert differ == set(DIFFERS_FROM_MATH_VERIFY)
