@@ -25,7 +25,7 @@ from grpo_cli.config import DataConfig
 from grpo_cli.data.record import Example
 from grpo_cli.data.sources import Row
 from grpo_cli.errors import UserError
-from grpo_cli.rewards.extract import hash_answer, last_boxed
+from grpo_cli.rewards.extract import final_boxed, hash_answer
 
 NO_GOLD = "no_gold_answer"
 EMPTY_QUESTION = "empty_question"
@@ -74,7 +74,7 @@ def _gsm8k(row: Row, split: str, cfg: DataConfig) -> Converted:
 
 def _math(row: Row, split: str, cfg: DataConfig) -> Converted:
     question, solution = _text(require(row, "problem")), _text(require(row, "solution"))
-    gold = last_boxed(solution)
+    gold = final_boxed(solution)
     if not question:
         return EMPTY_QUESTION
     if not gold:
@@ -113,7 +113,7 @@ def _jsonl(row: Row, split: str, cfg: DataConfig) -> Converted:
     if "####" in answer:
         gold, solution = hash_answer(answer), answer.rsplit("####", 1)[0].strip() or None
     elif "\\boxed" in answer or "\\fbox" in answer:
-        gold, solution = last_boxed(answer), answer
+        gold, solution = final_boxed(answer), answer
     if not gold:
         return NO_GOLD
     row_id = _text(row.data.get("id")) or f"jsonl/{split}/{row.index}"

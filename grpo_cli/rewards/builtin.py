@@ -54,8 +54,9 @@ def correctness(prompts: Sequence[str], completions: Sequence[str], answers: Seq
                 symbolic_timeout_s: float = 3.0, answer_format: str = "hash", **_: Any) -> Rewards:
     """1.0 when the extracted final answer equals the gold answer, else 0.0 (None: no gold).
 
-    mode: strict (only the template's explicit format) | flexible (any method, then the last
-    number); order: extraction methods (default: the template's own format first).
+    mode: strict (only the template's explicit format) | flexible (as a careful grader reads
+    it: a stated answer, every box of a multi-answer reply, the last LaTeX expression; see
+    extract.py); order: extraction methods (default: the template's own format first).
     """
     correct = _is_correct(completions, answers, mode, order, answer_format, symbolic_timeout_s)
     return [None if c is None else float(c) for c in correct]

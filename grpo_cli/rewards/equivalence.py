@@ -32,11 +32,36 @@ _CACHE_SIZE = 20_000
 _cache: Dict[Tuple[str, str], bool] = {}
 _cache_lock = threading.Lock()
 _HAS_MATH = re.compile(r"[\d\\]")
+_MAX_SET_PARTS = 6  # math-verify joins at most six environments into one answer set
+_PLAIN_NUMBER = re.compile(r"\s*-?(?:\d+(?:\.\d*)?|\.\d+)\s*\Z")
+
+
+def top_level_parts(answer: str) -> List[str]:
+    """`(2,2),(6,2)` -> [`(2,2)`, `(6,2)`]: split at the commas outside any bracket."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(answer):
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(answer[start:i].strip())
+            start = i + 1
+    return parts + [answer[start:].strip()]
 
 
 def _as_latex(answer: str) -> str:
-    """Wrap an extracted answer in `$...$` so math-verify's LaTeX extraction sees all of it."""
-    return "$" + answer.strip().strip("$").strip() + "$"
+    """An extracted answer as LaTeX math-verify reads whole: `$...$`, and an answer set
+    (`13,\\text{(E)}`, `25,(0,9) \\cup (9,36)`) as one `$...$` per element, since inside one
+    environment its unit clean-up drops `\\text{}` and one element it cannot parse loses the
+    set. A list of plain numbers (`1,-2`) stays one environment (`10,455` is a number there).
+    """
+    body = answer.strip().strip("$").strip()
+    parts = top_level_parts(body)
+    if 2 <= len(parts) <= _MAX_SET_PARTS and all(parts) and \
+            not all(map(_PLAIN_NUMBER.match, parts)):
+        return ", ".join(f"${part}$" for part in parts)
+    return f"${body}$"
 
 
 def symbolic_match(pred: str, gold: str) -> bool:
@@ -53,6 +78,8 @@ def cheap_match(pred: Optional[str], gold: str) -> Optional[bool]:
     """Steps 1-3 of the module docstring: True/False when decided, None when symbolic is needed."""
     if pred is None or not pred.strip() or not gold.strip():
         return False
+    if _PLAIN_NUMBER.match(pred) and _PLAIN_NUMBER.match(gold):  # `18` vs `180`: the bulk
+        return math.isclose(float(pred), float(gold), rel_tol=REL_TOL, abs_tol=ABS_TOL)
     norm_pred, norm_gold = normalize_answer(pred), normalize_answer(gold)
     if norm_pred and norm_pred == norm_gold:
         return True

@@ -11,8 +11,8 @@ from typing import Dict, List
 
 import pytest
 
-from grpo_cli.rewards import hash_answer, last_boxed
 from grpo_cli.rewards.builtin import correctness
+from grpo_cli.rewards.extract import final_boxed, hash_answer
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
@@ -67,7 +67,7 @@ def test_math500_gold_solutions():
 def _math_boxed():
     rows = _load("math/train.jsonl", "math/test.jsonl")
     solutions = [r["solution"] for r in rows]
-    boxed = [last_boxed(s) for s in solutions]
+    boxed = [final_boxed(s) for s in solutions]  # as the MATH adapter reads its golds
     found = sum(bool(b) for b in boxed) / len(rows)
     kept = [(s, b) for s, b in zip(solutions, boxed) if b]  # two solutions box nothing: \boxed{}
     return found, [s for s, _ in kept], [b for _, b in kept]

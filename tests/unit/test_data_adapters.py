@@ -83,7 +83,7 @@ def test_gsm8k_and_math_gold_extraction(tmp_path: Path) -> None:
 
     math_dir = tmp_path / "m"
     math_dir.mkdir()
-    sol = "So $x = \\boxed{1}$, no: $\\fbox{\\frac{1}{2}}$."
+    sol = "So $x = \\boxed{1}$? No. Checking the sign again gives $\\fbox{\\frac{1}{2}}$."
     _write_jsonl(math_dir / "train.jsonl", [
         {"problem": "p", "solution": sol, "level": "Level ?", "type": "Algebra"}])
     _write_jsonl(math_dir / "test.jsonl", [{"problem": "p", "solution": sol},

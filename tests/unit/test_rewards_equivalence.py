@@ -5,7 +5,7 @@ import time
 import pytest
 
 from grpo_cli.rewards import answers_match
-from grpo_cli.rewards.equivalence import answers_match_many, cheap_match
+from grpo_cli.rewards.equivalence import _as_latex, answers_match_many, cheap_match
 from grpo_cli.rewards.normalize import normalize_answer, to_number
 from grpo_cli.rewards.procpool import TimedProcessPool
 
@@ -57,6 +57,7 @@ NO_MATCH = [
     (None, "5"),
     ("", "5"),
     ("eggs", "5"),
+    (r"13,\text{(E)}", "13"),          # a hedge: the set is not its first element
 ]
 
 
@@ -68,6 +69,17 @@ def test_equivalent(pred, gold):
 @pytest.mark.parametrize("pred, gold", NO_MATCH)
 def test_not_equivalent(pred, gold):
     assert not answers_match(pred, gold, timeout_s=30.0)
+
+
+@pytest.mark.parametrize("answer, latex", [
+    ("1,-2", "$1,-2$"),                                   # plain numbers: one environment
+    (r"13,\text{(E)}", r"$13$, $\text{(E)}$"),            # a set holding text: one each
+    ("(2,2),(6,2)", "$(2,2)$, $(6,2)$"),
+    ("(1,2]", "$(1,2]$"),                                 # the comma is inside the brackets
+    ("$x$", "$x$"),
+])
+def test_answers_are_handed_to_math_verify_whole(answer, latex):
+    assert _as_latex(answer) == latex
 
 
 def test_numbers_are_decided_in_process_and_fast():
