@@ -260,22 +260,35 @@ class TrainerConfig:
     resume: Optional[str] = None
     # Consecutive non-finite steps tolerated before the run stops.
     max_bad_steps: int = bounded(3, lo=1)
+    # torch threads on CPU. null = auto: the cores not already busy (cores minus the load
+    # average, at least 1), or OMP_NUM_THREADS when set; shown at start (see threads.py).
+    cpu_threads: Optional[int] = bounded(None, lo=1)
 
 
 @dataclass
 class EvalConfig:
     # Problems evaluated (null = the whole test split).
     limit: Optional[int] = bounded(200, lo=1)
-    # Samples per problem: 1 = greedy, n > 1 = sampled with rollout.temperature.
+    # Samples per problem: 1 = greedy, n > 1 = sampled with eval.temperature / top_p / top_k.
     num_samples: int = bounded(1, lo=1)
     # Sequences generated at once.
     batch_size: int = bounded(32, lo=1)
     # Grade this JSONL of pre-generated completions instead of generating.
     completions: Optional[str] = None
-    # Report folder (null = <checkpoint's run dir>/eval/<dataset>, or outputs/eval/<dataset>).
+    # Report folder (null = <run dir>/eval/<dataset> for a checkpoint of <run dir>/checkpoints,
+    # outputs/eval/<completions file name>/<dataset> for eval.completions, else
+    # outputs/eval/<model short name>/<dataset>).
     out: Optional[str] = None
-    # max_new_tokens for eval generation (null = rollout.max_new_tokens).
-    max_new_tokens: Optional[int] = bounded(None, lo=1)
+    # Replace a report already in the report folder (false = refuse, so none is lost).
+    overwrite: bool = False
+    # Longest completion in every eval (grpo eval and trainer.eval_every): the same for a base
+    # model and a checkpoint, whatever it was trained with; recorded in the report.
+    max_new_tokens: int = bounded(512, lo=1)
+    # Sampling temperature when num_samples > 1 (greedy decoding ignores it).
+    temperature: float = bounded(1.0, gt=0)
+    # Nucleus and top-k sampling when num_samples > 1 (top_k 0 = off).
+    top_p: float = bounded(1.0, gt=0, hi=1)
+    top_k: int = bounded(0, lo=0)
 
 
 @dataclass
