@@ -180,5 +180,6 @@ def test_transformers_cache_notice_is_silenced():
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         cli.setup_logging()
-        warnings.warn("`past_key_values` is deprecated and will be removed", FutureWarning)
+        warnings.warn("`past_key_values` is deprecated and will be removed", FutureWarning,
+                      stacklevel=1)
     assert seen == []
