@@ -211,6 +211,7 @@ def _grade_file(cfg: GrpoConfig) -> tuple[dict, list[dict]]:
                        meta=_meta(cfg, grader, f"completions file {cfg.eval.completions}"))
     report["config"].update(greedy=None, max_new_tokens=None, temperature=None, top_p=None,
                             top_k=None)  # unknown: the file was generated elsewhere
+    report["model"] = str(cfg.eval.completions)  # not the configured model: it ran nowhere
     return report, rows
 
 
