@@ -256,7 +256,8 @@ class TrainerConfig:
     eval_every: int = bounded(0, lo=0)
     # Write sample completions to <output_dir>/samples every N steps.
     log_every: int = bounded(10, lo=1)
-    # null = fresh run; auto = newest checkpoint in output_dir; or a checkpoint path.
+    # null = fresh run (refused when output_dir already holds a run); auto = newest
+    # checkpoint in output_dir; or a checkpoint path.
     resume: Optional[str] = None
     # Consecutive non-finite steps tolerated before the run stops.
     max_bad_steps: int = bounded(3, lo=1)
