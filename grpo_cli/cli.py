@@ -18,7 +18,7 @@ commands:
   eval      evaluate a checkpoint, a model, or a file of completions
   recipes   list the recipes: purpose, command, hardware, expected result
   plot      write PNG charts of a run:  grpo plot outputs/RUN
-  export    merge a LoRA checkpoint into a full model:  grpo export checkpoint=PATH [out=DIR]
+  export    merge a LoRA checkpoint into a full model:  grpo export checkpoint=PATH [dtype=fp32]
   plan      estimate GPU memory for a config without loading weights:  grpo plan +recipe=NAME
 
 examples:
@@ -28,8 +28,18 @@ examples:
   grpo eval checkpoint=outputs/gsm8k_qwen7b/checkpoints/final
   grpo eval data=gsm8k eval.completions=outputs.jsonl
 
-Run `grpo train --help` for the config groups and their options.
+Run `grpo COMMAND --help` for a command's own keys (train: the config groups and trainer.*;
+eval: checkpoint=, compare=, eval.*).
 """
+
+
+CFG_FORMS = ("job",)
+
+
+def _help(name: str) -> str:
+    from grpo_cli import help as help_text
+
+    return getattr(help_text, name)()
 
 
 def _split_flags(args: list[str]) -> tuple[list[str], dict[str, str | bool]]:
@@ -46,27 +56,17 @@ def _split_flags(args: list[str]) -> tuple[list[str], dict[str, str | bool]]:
             raise UserError(f"unknown option {arg!r}; options: --help, --cfg job")
         else:
             overrides.append(arg)
+    if flags.get("cfg", "job") not in CFG_FORMS:
+        raise UserError(f"--cfg {flags['cfg']} is not supported: grpo runs no Hydra job "
+                        "(no hydra.* config, working directory or logging to print); "
+                        "--cfg job prints the composed config")
     return overrides, flags
-
-
-def _group_help(command: str) -> str:
-    from grpo_cli.compose import GROUPS, group_options, recipe_dir
-
-    lines = [f"usage: grpo {command} [+recipe=NAME] [GROUP=OPTION ...] [key=value ...] [--cfg job]",
-             "", "config groups (choose with GROUP=OPTION):"]
-    for group in GROUPS:
-        lines.append(f"  {group:8s} {', '.join(group_options(group))}")
-    recipes = ", ".join(p.stem for p in sorted(recipe_dir().glob("*.yaml")))
-    lines += [f"  +recipe  {recipes}", "",
-              "any key can be set: trainer.max_steps=100 algo.beta=0.0 model.lora.r=32",
-              "see every key and its current value: grpo train --cfg job"]
-    return "\n".join(lines)
 
 
 def cmd_train(args: list[str]) -> int:
     overrides, flags = _split_flags(args)
     if flags.get("help"):
-        print(_group_help("train"))
+        print(_help("train_help"))
         return 0
     from omegaconf import OmegaConf
 
@@ -81,13 +81,14 @@ def cmd_train(args: list[str]) -> int:
         return 0
     from grpo_cli.train import run
 
-    return run(cfg, dcfg, notes=notes)
+    _console_level(cfg)
+    return run(cfg, dcfg, overrides, notes=notes)
 
 
 def cmd_eval(args: list[str]) -> int:
     overrides, flags = _split_flags(args)
     if flags.get("help"):
-        print(_group_help("eval"))
+        print(_help("eval_help"))
         return 0
     # `grpo eval PATH` is `grpo eval checkpoint=PATH`.
     overrides = [a if "=" in a or a.startswith("+") else f"checkpoint={a}" for a in overrides]
@@ -109,8 +110,17 @@ def cmd_eval(args: list[str]) -> int:
         return 0
     from grpo_cli.evaluation import run_eval
 
+    _console_level(cfg)
     run_eval(cfg)
     return 0
+
+
+def _console_level(cfg) -> None:
+    """logger.console=quiet: grpo's set-up lines off too, warnings and errors still shown."""
+    import logging
+
+    if cfg.logger.console == "quiet":
+        logging.getLogger("grpo").setLevel(logging.WARNING)
 
 
 def cmd_recipes(args: list[str]) -> int:
@@ -121,6 +131,9 @@ def cmd_recipes(args: list[str]) -> int:
 
 
 def cmd_plot(args: list[str]) -> int:
+    if args in (["-h"], ["--help"]):
+        print("usage: grpo plot RUN_DIR   write plots/*.png of a run from its metrics.jsonl")
+        return 0
     if len(args) != 1 or args[0].startswith("-"):
         raise UserError("usage: grpo plot RUN_DIR  (a folder holding metrics.jsonl)")
     from grpo_cli.tracking import plot_run
@@ -131,19 +144,28 @@ def cmd_plot(args: list[str]) -> int:
 
 
 def cmd_export(args: list[str]) -> int:
+    if "-h" in args or "--help" in args:
+        print(_help("export_help"))
+        return 0
     kv = dict(a.split("=", 1) for a in args if "=" in a)
-    bad = [a for a in args if "=" not in a] + [k for k in kv if k not in ("checkpoint", "out")]
+    bad = [a for a in args if "=" not in a] + [k for k in kv
+                                               if k not in ("checkpoint", "out", "dtype")]
     if bad or "checkpoint" not in kv:
-        raise UserError("usage: grpo export checkpoint=PATH [out=DIR]")
-    from grpo_cli.export import export_checkpoint
+        raise UserError("usage: grpo export checkpoint=PATH [out=DIR] [dtype=fp32|bf16|fp16]")
+    from grpo_cli.export import DEFAULT_DTYPE, export_checkpoint
 
-    out = export_checkpoint(Path(kv["checkpoint"]), Path(kv["out"]) if "out" in kv else None)
-    print(f"merged model written to {out}")
+    dtype = kv.get("dtype", DEFAULT_DTYPE)
+    out = export_checkpoint(Path(kv["checkpoint"]), Path(kv["out"]) if "out" in kv else None,
+                            dtype=dtype)
+    print(f"merged model written to {out} ({dtype})")
     return 0
 
 
 def cmd_plan(args: list[str]) -> int:
     overrides, flags = _split_flags(args)
+    if flags.get("help"):
+        print(_help("plan_help"))
+        return 0
     from grpo_cli.compose import compose_config
     from grpo_cli.plan import run_plan
 
@@ -173,6 +195,12 @@ def setup_logging() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("WANDB_SILENT", "true")
+    import warnings
+
+    # transformers renames the forward's cache argument; ours keeps working until then and
+    # the notice repeated on every run is noise (grpo pins the transformers it is tested with).
+    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated",
+                            category=FutureWarning)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -191,19 +191,19 @@ class AlgoConfig:
 @dataclass
 class RolloutConfig:
     # Sampling runs a decode loop over the transformers model with its KV cache (each prompt
-    # prefilled once, its cache copied for the G samples).
-    max_new_tokens: int = bounded(256, lo=1)
+    # prefilled once, its cache copied for the G samples). Eval generates with eval.*.
+    max_new_tokens: int = bounded(256, lo=1, only="train")
     # Forces this many tokens before EOS may end a completion (benchmarks use max_new_tokens).
-    min_new_tokens: int = bounded(0, lo=0)
+    min_new_tokens: int = bounded(0, lo=0, only="train")
     # Sampling temperature; the loss uses the same temperature for its log-probs.
-    temperature: float = bounded(1.0, gt=0)
-    top_p: float = bounded(1.0, gt=0, hi=1)
+    temperature: float = bounded(1.0, gt=0, only="train")
+    top_p: float = bounded(1.0, gt=0, hi=1, only="train")
     # 0 = off.
-    top_k: int = bounded(0, lo=0)
+    top_k: int = bounded(0, lo=0, only="train")
     # Sequences generated at once (null = the whole step's batch).
-    batch_size: Optional[int] = bounded(None, lo=1)
+    batch_size: Optional[int] = bounded(None, lo=1, only="train")
     # Decode with LoRA merged into dense weights (one matmul per layer, no per-token
-    # dequantization): on, off, or auto = when the merged copy fits in free memory.
+    # dequantization): on, off, or auto = when the merged copy fits in free memory. Eval too.
     merge_adapters: str = choice("auto", ["auto", "on", "off"])
 
 
@@ -274,27 +274,40 @@ class TrainerConfig:
     eval_every: int = bounded(0, lo=0)
     # Write sample completions to <output_dir>/samples every N steps.
     log_every: int = bounded(10, lo=1)
-    # null = fresh run; auto = newest checkpoint in output_dir; or a checkpoint path.
+    # null = fresh run (refused when output_dir already holds a run); auto = newest
+    # checkpoint in output_dir; or a checkpoint path.
     resume: Optional[str] = None
     # Consecutive non-finite steps tolerated before the run stops.
     max_bad_steps: int = bounded(3, lo=1)
+    # torch threads on CPU. null = auto: the cores not already busy (cores minus the load
+    # average, at least 1), or OMP_NUM_THREADS when set; shown at start (see threads.py).
+    cpu_threads: Optional[int] = bounded(None, lo=1, only="both")
 
 
 @dataclass
 class EvalConfig:
     # Problems evaluated (null = the whole test split).
     limit: Optional[int] = bounded(200, lo=1)
-    # Samples per problem: 1 = greedy, n > 1 = sampled with rollout.temperature.
+    # Samples per problem: 1 = greedy, n > 1 = sampled with eval.temperature / top_p / top_k.
     num_samples: int = bounded(1, lo=1)
     # Sequences generated at once.
     batch_size: int = bounded(32, lo=1)
     # grpo eval: grade this JSONL of pre-generated completions instead of generating.
     completions: Optional[str] = only("eval", default=None)
-    # grpo eval: report folder (null = <checkpoint's run dir>/eval/<dataset>, or
-    # outputs/eval/<model>/<dataset>).
+    # grpo eval: report folder (null = <run dir>/eval/<dataset> for a checkpoint of
+    # <run dir>/checkpoints, outputs/eval/<completions file name>/<dataset> for
+    # eval.completions, else outputs/eval/<model short name>/<dataset>).
     out: Optional[str] = only("eval", default=None)
-    # max_new_tokens for eval generation (null = rollout.max_new_tokens).
-    max_new_tokens: Optional[int] = bounded(None, lo=1)
+    # grpo eval: replace a report already in the report folder (false = refuse, none is lost).
+    overwrite: bool = only("eval", default=False)
+    # Longest completion in every eval (grpo eval and trainer.eval_every): the same for a base
+    # model and a checkpoint, whatever it was trained with; recorded in the report.
+    max_new_tokens: int = bounded(512, lo=1)
+    # Sampling temperature when num_samples > 1 (greedy decoding ignores it).
+    temperature: float = bounded(1.0, gt=0)
+    # Nucleus and top-k sampling when num_samples > 1 (top_k 0 = off).
+    top_p: float = bounded(1.0, gt=0, hi=1)
+    top_k: int = bounded(0, lo=0)
 
 
 @dataclass

@@ -14,8 +14,10 @@ would instead re-quantize the merged weights to 4 bits, adding a fresh rounding 
 With `quantization: none` the plain base is used.
 
 Everything runs on CPU in fp32 (no GPU memory, exact merge), and the result is cast once to
-the output dtype: `model.dtype`, with `auto` meaning bf16 (the usual distribution format).
-CPU RAM needed: ~4 bytes per parameter plus the output copy (about 40 GB for a 7B model).
+the output dtype `dtype=`: fp32 by default, which is the merge exactly (a bf16 copy rounds
+every weight once, and greedy outputs can then differ from base + adapter); bf16 or fp16
+halve the size. CPU RAM needed: ~4 bytes per parameter plus the output copy (about 40 GB for
+a 7B model in bf16, 56 GB in fp32).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from grpo_cli.model import DTYPES, load_base, quiet_peft
 
 log = logging.getLogger("grpo")
 
+DEFAULT_DTYPE = "fp32"
+EXPORT_DTYPES = ("fp32", "bf16", "fp16")
+
 
 def _dequantize(model: torch.nn.Module) -> torch.nn.Module:
     """Replace bitsandbytes layers by plain nn.Linear holding the dequantized weights."""
@@ -50,11 +55,11 @@ def _dequantize(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def export_merged(checkpoint_dir: str | Path, out_dir: str | Path, base_cfg: ModelConfig,
-                  *, dtype: Optional[str] = None) -> Path:
+                  *, dtype: str = DEFAULT_DTYPE) -> Path:
     """Write base (+ adapter of `checkpoint_dir`, merged) to `out_dir` as a plain HF folder.
 
-    `base_cfg` is the run's `model` config (base model, quantization); `dtype` overrides the
-    output dtype (bf16 / fp16 / fp32; default: `base_cfg.dtype`, auto = bf16).
+    `base_cfg` is the run's `model` config (base model, quantization); `dtype` is the output
+    dtype (fp32 / bf16 / fp16).
     """
     from peft import PeftModel
     from transformers import AutoTokenizer
@@ -66,9 +71,10 @@ def export_merged(checkpoint_dir: str | Path, out_dir: str | Path, base_cfg: Mod
         raise UserError(f"checkpoint={str(checkpoint_dir)!r} has no adapter_config.json{hint}")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"export folder {str(out)!r} exists and is not empty; choose another")
-    name = dtype or (base_cfg.dtype if base_cfg.dtype != "auto" else "bf16")
-    if name not in DTYPES:
-        raise UserError(f"export dtype={name!r}; choose one of: {', '.join(DTYPES)}")
+    name = dtype
+    if name not in EXPORT_DTYPES:
+        raise UserError(f"dtype={name} is not allowed; choose one of: "
+                        + ", ".join(EXPORT_DTYPES))
 
     cpu = torch.device("cpu")
     tokenizer, model = load_base(base_cfg, cpu, torch.float32, attn_implementation="sdpa")
@@ -98,11 +104,12 @@ def export_merged(checkpoint_dir: str | Path, out_dir: str | Path, base_cfg: Mod
     return out
 
 
-def export_checkpoint(checkpoint: Path, out: Optional[Path] = None) -> Path:
+def export_checkpoint(checkpoint: Path, out: Optional[Path] = None, *,
+                      dtype: str = DEFAULT_DTYPE) -> Path:
     """`grpo export`: merge `<checkpoint>/policy` into the run's base model (its config.yaml).
 
     `checkpoint` is a run checkpoint (`<run>/checkpoints/<name>`) or its `policy/` folder;
-    `out` defaults to `<run>/merged/<name>`.
+    `out` defaults to `<run>/merged/<name>`; `dtype` is the output dtype (fp32 / bf16 / fp16).
     """
     from omegaconf import OmegaConf
 
@@ -121,4 +128,4 @@ def export_checkpoint(checkpoint: Path, out: Optional[Path] = None) -> Path:
                         "load it directly with transformers or model.name_or_path")
     if out is None:
         out = checkpoint.parent.parent / "merged" / checkpoint.name
-    return export_merged(checkpoint / "policy", out, model_cfg)
+    return export_merged(checkpoint / "policy", out, model_cfg, dtype=dtype)

@@ -101,6 +101,11 @@ def _once(key: str, msg: str, *args: object) -> None:
         log.info(msg, *args)
 
 
+def merge_fits(need: float, have: float) -> bool:
+    """Whether `auto` merges: the copy, 20% more and a margin fit in the free memory."""
+    return need * 1.2 + _MARGIN_BYTES <= have
+
+
 def _layers_to_merge(model: nn.Module, mode: str) -> list[tuple[nn.Module, str]]:
     """The layers `merged_for_decoding(model, mode)` merges; empty when it merges none."""
     if mode not in MODES:
@@ -110,7 +115,7 @@ def _layers_to_merge(model: nn.Module, mode: str) -> list[tuple[nn.Module, str]]
         return layers
     need = _copy_bytes(layers, _compute_dtype(model))
     have = free_bytes(next(model.parameters()).device)
-    if need * 1.2 + _MARGIN_BYTES <= have:
+    if merge_fits(need, have):
         _once("merge", "rollout: decoding with LoRA merged into dense weights "
               "(+%.2f GB while sampling)", need / 2**30)
         return layers

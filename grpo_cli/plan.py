@@ -126,6 +126,21 @@ def merged_copy_bytes(cfg: GrpoConfig, arch: dict[str, int]) -> float:
     return linear_params(arch) * (2 if cfg.model.dtype != "fp32" else 4)
 
 
+def merge_verdict(cfg: GrpoConfig, arch: dict[str, int], parts: dict[str, float], gpu: str,
+                  budget: float) -> str:
+    """Whether `auto` will merge on this GPU: while sampling, the weights, LoRA + optimizer
+    state, KV cache and overhead are held; the rest is free for the merged copy (merge.py's
+    rule: the copy + 20% + 1 GiB)."""
+    from grpo_cli.merge import merge_fits
+
+    held = sum(parts[k] for k in ("weights", "lora + optimizer", "kv_cache", "overhead"))
+    need, free = merged_copy_bytes(cfg, arch), max(0.0, budget - held)
+    on = merge_fits(need, free)
+    return (f"merged decoding on {gpu}: {'ON' if on else 'OFF'} (needs {need / GiB:.2f} GiB "
+            f"+ 20% + 1 GiB, about {free / GiB:.2f} GiB free while sampling)"
+            + ("" if on else "; decoding runs unmerged, slower per token"))
+
+
 def detect_gpu(named: str | None) -> tuple[str, float | None]:
     if named:
         key = named.lower().replace(" ", "").replace("_", "-")
@@ -172,7 +187,8 @@ def run_plan(cfg: GrpoConfig, gpu: str | None = None) -> str:
     for part, value in parts.items():
         lines.append(f"  {part:18s} {value / GiB:7.2f} GiB")
     lines.append(f"  {'total (estimate)':18s} {total / GiB:7.2f} GiB")
-    if cfg.model.lora.enabled and cfg.rollout.merge_adapters == "auto":
+    auto_merge = cfg.model.lora.enabled and cfg.rollout.merge_adapters == "auto"
+    if auto_merge:
         lines.append(f"  rollout.merge_adapters=auto: decoding merges LoRA into dense weights "
                      f"when {merged_copy_bytes(cfg, arch) / GiB:.2f} GiB more is free")
     if budget is None:
@@ -181,6 +197,8 @@ def run_plan(cfg: GrpoConfig, gpu: str | None = None) -> str:
     fits = total <= 0.95 * budget
     lines.append(f"GPU: {name}, {budget / GiB:.1f} GiB -> "
                  + ("fits" if fits else "does NOT fit"))
+    if auto_merge:
+        lines.append(merge_verdict(cfg, arch, parts, name, budget))
     if not fits:
         lines.append("to make it fit, try: " + "; ".join(suggestions(cfg, parts, budget)))
     return "\n".join(lines)

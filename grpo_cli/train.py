@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import math
 import random
 import signal
 import sys
@@ -47,8 +46,11 @@ from grpo_cli.config import GrpoConfig
 from grpo_cli.errors import UserError
 from grpo_cli.loss import AdaptiveKLController, FixedKLController
 from grpo_cli.optim import build_optimizer
+from grpo_cli.reporting import drop_unmeasured, reward_template_problems, sample_rows
+from grpo_cli.run_dir import check_run_dir, resume_command
 from grpo_cli.sampler import PromptSampler
 from grpo_cli.step import Engine, collect_batch, repetition_rate, train_on_batch
+from grpo_cli.threads import set_cpu_threads
 
 log = logging.getLogger("grpo")
 
@@ -175,7 +177,11 @@ def peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
 
 
-def run(cfg: GrpoConfig, dcfg: DictConfig, notes: tuple[str, ...] | list[str] = ()) -> int:
+def run(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str] | None = None,
+        notes: tuple[str, ...] | list[str] = ()) -> int:
+    """Train; `overrides` (the command line's key=value words) go into the resume hint;
+    `notes` (group options that replaced a recipe's values, compose.py) are shown with the
+    start-up lines."""
     from grpo_cli.data import build_dataset, render_prompt
     from grpo_cli.model import build_policy
     from grpo_cli.rewards import build_reward_stack
@@ -187,9 +193,11 @@ def run(cfg: GrpoConfig, dcfg: DictConfig, notes: tuple[str, ...] | list[str] = 
             log.warning("note: %s", note)
         ckpt.recover_interrupted(run_dir / "checkpoints")
         resume_from = ckpt.resolve_resume(cfg.trainer.resume, run_dir)
+        check_run_dir(run_dir, cfg.trainer.resume, resume_from is not None)
         if resume_from is not None:
             check_resume_compatible(ckpt.load_checkpoint_config(resume_from), dcfg, resume_from)
         seed_everything(cfg.trainer.seed)
+        set_cpu_threads(cfg.trainer.cpu_threads, cfg.model.device)
 
         rewards = build_reward_stack(cfg.reward)
         check_data_before_model(cfg)
@@ -221,6 +229,8 @@ def run(cfg: GrpoConfig, dcfg: DictConfig, notes: tuple[str, ...] | list[str] = 
                             start_step=start_step)
     if resume_from is not None:
         tracker.info(f"resumed from {resume_from} at step {start_step}")
+    for problem in reward_template_problems(cfg):
+        tracker.warn(problem)
     engine = Engine(cfg, policy, optimizer, scheduler, rewards, kl_ctl, data.train, prompts,
                     sampler, data.answer_format, tracker, params)
 
@@ -252,6 +262,7 @@ def run(cfg: GrpoConfig, dcfg: DictConfig, notes: tuple[str, ...] | list[str] = 
         tracker.log_checkpoint(path, step)
         return path
 
+    resume_hint = f"resume with: {resume_command(list(overrides or []))}"
     exit_code, bad_in_a_row, skipped_total, step = 0, 0, 0, start_step
     last_good = start_step
     try:
@@ -286,8 +297,8 @@ def run(cfg: GrpoConfig, dcfg: DictConfig, notes: tuple[str, ...] | list[str] = 
                         "optim.lr, optim.max_grad_norm=1.0, or model.dtype=fp32")
                 if stop.signum is not None:
                     path = save(f"step-{step}", step, ends_run=True)
-                    print(f"stopped at step {step}; checkpoint {path}\nresume with: grpo train "
-                          f"{' '.join(sys.argv[2:])} trainer.resume=auto", file=sys.stderr)
+                    print(f"stopped at step {step}; checkpoint {path}\n{resume_hint}",
+                          file=sys.stderr)
                     exit_code = 130
                     break
                 if cfg.trainer.save_every and step % cfg.trainer.save_every == 0:
@@ -296,7 +307,7 @@ def run(cfg: GrpoConfig, dcfg: DictConfig, notes: tuple[str, ...] | list[str] = 
                 save("final", cfg.trainer.max_steps, ends_run=True)
     except KeyboardInterrupt:
         print(f"\nstopped during step {step}; the newest checkpoint in {run_dir}/checkpoints is "
-              "intact: resume with trainer.resume=auto", file=sys.stderr)
+              f"intact\n{resume_hint}", file=sys.stderr)
         exit_code = 130
     except OSError as exc:
         if exc.errno not in DISK_ERRNOS:
@@ -339,15 +350,8 @@ def one_step(engine: Engine, step: int) -> tuple[dict, list[dict]]:
     correctness = engine.rewards.correctness_name  # the component that grades answers
     if correctness is not None:
         metrics["accuracy"] = float((batch.components[correctness] == 1.0).float().mean())
-    samples = []
-    for i, text in enumerate(ro.texts):
-        row = {"prompt": engine.prompts[batch.indices[i // engine.cfg.algo.num_generations]],
-               "completion": text, "reward": float(total[i]), "advantage": float(adv[i])}
-        for name, values in batch.components.items():
-            v = float(values[i])
-            row[f"rewards/{name}"] = None if math.isnan(v) else v
-        samples.append(row)
-    return metrics, samples
+    drop_unmeasured(metrics, engine.cfg.algo, ro)
+    return metrics, sample_rows(engine, batch, adv)
 
 
 def run_eval_during_training(engine: Engine, test_records: list, step: int, metrics: dict,

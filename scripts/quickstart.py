@@ -58,7 +58,7 @@ def main() -> int:
     for name, target in targets.items():
         eval_out = out / "eval" / name
         grpo("eval", *target, "eval.limit=null", f"eval.out={eval_out}",
-             "rollout.max_new_tokens=64")
+             "eval.max_new_tokens=64")
         reports[name] = json.loads((eval_out / "report.json").read_text())
     print(f"\nheld-out arithmetic, greedy ({reports['base']['num_examples']} problems)")
     for key in ("accuracy_strict", "accuracy_flexible", "format_rate"):

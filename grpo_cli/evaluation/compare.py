@@ -13,7 +13,10 @@ from the baseline. For the three accuracies the difference carries a standard er
 - unpaired otherwise: report(B) - report(A) with SE sqrt(se_A^2 + se_B^2).
 
 A difference whose |diff / SE| exceeds 1.96 is marked `*` (about 95% two-sided); the footer
-says which comparison was used. Other metrics (pass@k, maj@k, rates) show plain differences.
+says which comparison was used, and warns when the reports differ in a setting that does not
+depend on the model (SETTINGS: generation length, sampling, samples per problem, split,
+answer extraction): such a difference moves the numbers by itself. Other metrics (pass@k,
+maj@k, rates) show plain differences.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ from grpo_cli.evaluation.report import metric_rows
 ACCURACY_SCORES = {"accuracy": "score", "accuracy_strict": "score_strict",
                    "accuracy_flexible": "score_flexible"}
 Z_95 = 1.96
+# Model-independent settings of a report: (name shown, where it is in report.json).
+SETTINGS = (("max_new_tokens", ("config", "max_new_tokens")),
+            ("greedy", ("config", "greedy")), ("temperature", ("config", "temperature")),
+            ("top_p", ("config", "top_p")), ("top_k", ("config", "top_k")),
+            ("num_samples", ("num_samples",)), ("test_split", ("config", "test_split")),
+            ("few_shot", ("config", "few_shot")),
+            ("extraction_order", ("config", "extraction_order")))
 
 
 @dataclass
@@ -91,6 +101,27 @@ def accuracy_difference(a: LoadedReport, b: LoadedReport, key: str) -> tuple[flo
     ra, rb = a.report, b.report
     se = metrics.unpaired_se(ra.get(f"{key}_se") or 0.0, rb.get(f"{key}_se") or 0.0)
     return rb[key] - ra[key], se, "unpaired"
+
+
+def _setting(report: dict, where: tuple[str, ...]):
+    value = report
+    for key in where:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def setting_differences(reports: list[dict]) -> list[str]:
+    """'name A=.. B=..' for each model-independent setting the reports disagree on (a value
+    a report does not know, e.g. max_new_tokens of a completions file, is left out)."""
+    out = []
+    for name, where in SETTINGS:
+        values = [_setting(r, where) for r in reports]
+        known = [v for v in values if v is not None]
+        if any(v != known[0] for v in known):
+            shown = " ".join(f"{chr(ord('A') + i) if i < 26 else i}={v}"
+                             for i, v in enumerate(values) if v is not None)
+            out.append(f"{name} {shown}")
+    return out
 
 
 def _signed_pct(value: float, se: Optional[float] = None) -> str:
@@ -157,6 +188,10 @@ def compare_reports(loaded: list[LoadedReport], width: int = 140) -> str:
         console.print(f"{name} - A accuracy: {how}"
                       + (" (per-problem differences)" if how.startswith("paired") else
                          " (no shared per-problem results: SEs added in quadrature)"))
+    differ = setting_differences([r.report for r in loaded])
+    if differ:
+        console.print("warning: the reports used different eval settings, which move the "
+                      "numbers by themselves: " + "; ".join(differ))
     datasets = {r.report.get("dataset") for r in loaded}
     if len(datasets) > 1:
         console.print("warning: the reports are on different datasets: "

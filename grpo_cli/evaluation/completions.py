@@ -6,7 +6,9 @@ per line; blank lines are skipped. Fields:
     completion    str         the model's output for this problem            \\ exactly
     completions   list[str]   n samples for this problem (pass@k, maj@k)     / one of these
     answer        str         gold final answer: the row is self-contained
-    id            str         otherwise: the id of a row of the configured dataset (data=...)
+    id            str         otherwise: the id of a row of the configured dataset (data=...):
+                              `<dataset>/<split>/<row index from 0>`, e.g. gsm8k/test/0, or
+                              the file's own `id` / MATH's `unique_id` where it has one
     question      str         otherwise: the question text of a row of the dataset
     level, subject            optional, for the breakdown (dataset rows bring their own)
     tokens        int | list[int]   optional completion lengths in tokens
@@ -14,7 +16,7 @@ per line; blank lines are skipped. Fields:
 
 Examples:
 
-    {"id": "gsm8k-test-0", "completion": "... #### 18"}
+    {"id": "gsm8k/test/0", "completion": "... #### 18"}
     {"question": "Janet's ducks lay ...", "completions": ["... #### 18", "... #### 20"]}
     {"question": "2+2?", "answer": "4", "completion": "#### 4"}
 
@@ -132,6 +134,8 @@ def to_problems(rows: Sequence[CompletionRow], records: Optional[Sequence[Any]] 
     it is matched by `id`, then by `question`, and inherits the record's metadata.
     """
     by_id = {r.id: r for r in records or ()}
+    ids = ", ".join(repr(r.id) for r in list(records or ())[:2])
+    id_form = f" (its ids look like {ids}, ...)" if ids else ""
     by_question = {r.question.strip(): r for r in records or ()}
     problems = []
     for i, row in enumerate(rows):
@@ -142,8 +146,9 @@ def to_problems(rows: Sequence[CompletionRow], records: Optional[Sequence[Any]] 
                 record = by_question.get(row.question.strip())
             if record is None:
                 key = f"id {row.id!r}" if row.id is not None else "its question text"
-                raise UserError(f"{row.where}: no row of {dataset} matches {key}; give the gold "
-                                "'answer' in the line or evaluate with the dataset it came from")
+                raise UserError(f"{row.where}: no row of {dataset} matches {key}{id_form}; give "
+                                "the gold 'answer' in the line or evaluate with the dataset it "
+                                "came from")
         meta = record.metadata if record is not None else {}
         level = row.level if row.level is not None else meta.get("level")
         subject = row.subject if row.subject is not None else meta.get("subject")

@@ -7,18 +7,23 @@
                                            (it lives in checkpoint.py; re-exported here)
 
 Generation is greedy when `eval.num_samples` is 1; with n > 1 it samples with
-`rollout.temperature` / `top_p` / `top_k`. `eval.max_new_tokens` (null = the rollout's)
-caps each completion. Problems are generated in chunks of about `eval.batch_size`
-sequences, and only texts and lengths are kept, so long evals do not hold every tensor.
+`eval.temperature` / `top_p` / `top_k`. `eval.max_new_tokens` caps each completion. These
+come from the eval config, never from a checkpoint's training run, so that a base model and
+a checkpoint are evaluated alike; the report's `config` records them. Problems are
+generated in chunks of about `eval.batch_size` sequences, and only texts and lengths are
+kept, so long evals do not hold every tensor.
 
 Output folder (`eval.out`, or by default): `<run dir>/eval/<dataset>` for a checkpoint
-`<run dir>/checkpoints/<name>`, else `outputs/eval/<model short name>/<dataset>`.
+`<run dir>/checkpoints/<name>`, `outputs/eval/<completions file stem>/<dataset>` for a
+completions file, else `outputs/eval/<model short name>/<dataset>`. A folder that already
+holds a report.json is refused (one line) unless `eval.overwrite=true`.
 Grading and the report format are in report.py; pass@k / maj@k in metrics.py.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -47,6 +52,8 @@ def default_out_dir(cfg: GrpoConfig) -> Path:
         return Path(cfg.eval.out)
     if cfg.checkpoint:
         return Path(cfg.checkpoint).parent.parent / "eval" / cfg.data.name
+    if cfg.eval.completions:
+        return Path("outputs") / "eval" / Path(cfg.eval.completions).stem / cfg.data.name
     return Path("outputs") / "eval" / model_short_name(cfg.model.name_or_path) / cfg.data.name
 
 
@@ -85,10 +92,10 @@ def _format_checker(template: str) -> Callable[[str], bool]:
 def _generation_settings(cfg: GrpoConfig) -> dict[str, Any]:
     greedy = cfg.eval.num_samples == 1
     return {"greedy": greedy,
-            "max_new_tokens": cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
-            "temperature": None if greedy else cfg.rollout.temperature,
-            "top_p": None if greedy else cfg.rollout.top_p,
-            "top_k": None if greedy else cfg.rollout.top_k}
+            "max_new_tokens": cfg.eval.max_new_tokens,
+            "temperature": None if greedy else cfg.eval.temperature,
+            "top_p": None if greedy else cfg.eval.top_p,
+            "top_k": None if greedy else cfg.eval.top_k}
 
 
 def _meta(cfg: GrpoConfig, grader: Grader, source: str, **extra: Any) -> dict[str, Any]:
@@ -118,8 +125,8 @@ def _generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
         prompts = [render_prompt(policy.tokenizer, r.prompt) for r in chunk]
         rollout = generate(
             policy.model, policy.tokenizer, prompts, num_samples=n,
-            max_new_tokens=settings["max_new_tokens"], temperature=cfg.rollout.temperature,
-            top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, greedy=settings["greedy"],
+            max_new_tokens=settings["max_new_tokens"], temperature=cfg.eval.temperature,
+            top_p=cfg.eval.top_p, top_k=cfg.eval.top_k, greedy=settings["greedy"],
             batch_size=cfg.eval.batch_size, merge_adapters=cfg.rollout.merge_adapters)
         lengths = rollout.lengths.tolist()  # [len(chunk) * n]
         truncated = rollout.truncated.tolist()  # [len(chunk) * n]
@@ -174,6 +181,19 @@ def check_dataset(cfg: GrpoConfig) -> None:
                         + ", ".join(sorted(ADAPTERS)))
 
 
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to replace an earlier report (before any model loads) unless asked to."""
+    if overwrite or not (out / "report.json").is_file():
+        return
+    try:
+        old = json.loads((out / "report.json").read_text())
+        what = f" ({old.get('checkpoint') or old.get('model')}, {old.get('date')})"
+    except (OSError, ValueError, AttributeError):
+        what = ""
+    raise UserError(f"eval.out={out} already holds a report{what}; write this one elsewhere "
+                    "with eval.out=DIR, or replace it with eval.overwrite=true")
+
+
 def _test_records(cfg: GrpoConfig, tokenizer: Any) -> tuple[list, dict[str, int]]:
     """The whole test split and the rows dropped from it (tokenizer None = no length filter)."""
     from grpo_cli.data import load_split
@@ -191,6 +211,7 @@ def _grade_file(cfg: GrpoConfig) -> tuple[dict, list[dict]]:
                        meta=_meta(cfg, grader, f"completions file {cfg.eval.completions}"))
     report["config"].update(greedy=None, max_new_tokens=None, temperature=None, top_p=None,
                             top_k=None)  # unknown: the file was generated elsewhere
+    report["model"] = str(cfg.eval.completions)  # not the configured model: it ran nowhere
     return report, rows
 
 
@@ -207,11 +228,14 @@ def run_eval(cfg: GrpoConfig) -> dict:
     """`grpo eval`: build the report, print it as a table, write report.json + samples.jsonl."""
     out = default_out_dir(cfg)
     check_dataset(cfg)
+    check_out_dir(out, cfg.eval.overwrite)
     if cfg.eval.completions:
         report, rows = _grade_file(cfg)
     else:
         from grpo_cli.model import build_policy
+        from grpo_cli.threads import set_cpu_threads
 
+        set_cpu_threads(cfg.trainer.cpu_threads, cfg.model.device)
         policy = build_policy(cfg.model, need_reference=False)
         records, dropped = _test_records(cfg, policy.tokenizer)
         total = min(len(records), cfg.eval.limit or len(records))

@@ -6,11 +6,11 @@ The training loop talks to one `Tracker` and never branches on what is enabled:
     with tracker.rollout_progress(total) as bar: ... bar.update(n)
     tracker.log_step(step, metrics)          # metrics.jsonl + W&B + console + health checks
     tracker.log_samples(step, rows)          # samples/step-N.jsonl + W&B completions table
-    tracker.log_eval(step, report)           # eval/... metrics
+    tracker.log_eval(step, report)           # eval/... metrics, logged with the step's
     tracker.close(plot=True)                 # finish W&B, write plots/
 
-Files in <run_dir>: metrics.jsonl (one line per train step, plus one line per eval holding
-eval/... keys; non-finite numbers are null, see metrics_file), samples/step-N.jsonl,
+Files in <run_dir>: metrics.jsonl (one line per train step; an eval step's line holds its
+eval/... keys too; non-finite numbers are null, see metrics_file), samples/step-N.jsonl,
 warnings.log (every warning with its step), wandb/ (W&B run files), plots/*.png.
 """
 
@@ -24,7 +24,12 @@ from grpo_cli.config import LoggerConfig
 from grpo_cli.errors import UserError
 from grpo_cli.tracking.console import Progress, QuietView, make_view
 from grpo_cli.tracking.health import HealthMonitor, HealthThresholds, HealthWarning
-from grpo_cli.tracking.metrics_file import MetricsFile, read_metrics, write_samples
+from grpo_cli.tracking.metrics_file import (
+    MetricsFile,
+    read_metrics,
+    read_metrics_rows,
+    write_samples,
+)
 from grpo_cli.tracking.plots import plot_run
 from grpo_cli.tracking.wandb_logger import NullBackend, SafeBackend, start_wandb
 
@@ -59,9 +64,11 @@ def flatten_report(report: dict[str, Any], prefix: str = "eval") -> dict[str, fl
 
 
 def completion_columns(rows: list[dict[str, Any]]) -> list[str]:
-    """Table columns: step, prompt, completion, each reward component, reward, advantage."""
+    """Table columns: step, prompt, gold (when the rows have it), completion, each reward
+    component, reward, advantage."""
     components = sorted({k for row in rows for k in row if k.startswith("rewards/")})
-    return ["step", "prompt", "completion", *components, "reward", "advantage"]
+    gold = ["gold"] if any("gold" in row for row in rows) else []
+    return ["step", "prompt", *gold, "completion", *components, "reward", "advantage"]
 
 
 class Tracker:
@@ -123,10 +130,9 @@ class Tracker:
         return path
 
     def log_eval(self, step: int, report: dict[str, Any]) -> dict[str, float]:
-        """Log an eval report's numbers under eval/... (metrics.jsonl line, W&B, console)."""
+        """Show an eval report's numbers and return them as eval/... metrics: the caller adds
+        them to the step's metrics, so that metrics.jsonl keeps one line per step."""
         flat = flatten_report(report)
-        self.metrics.write(step, flat)
-        self.backend.log(flat, step)
         shown = " | ".join(f"{k} {v:.4g}" for k, v in flat.items())
         self.view.info(f"eval step {step} | {shown}")
         return flat
@@ -191,14 +197,19 @@ def build_tracker(cfg_logger: LoggerConfig, run_dir: Path, run_name: str,
                   wandb_init_timeout: float = 30.0) -> Tracker:
     """The run's Tracker: console view per logger.console, W&B per logger.wandb.mode.
 
-    start_step > 0 (resume) keeps metrics.jsonl lines before it and reattaches to the same
-    W&B run id when there is one.
+    start_step > 0 (resume) keeps metrics.jsonl lines before it, replays them through the
+    health checks (so a resumed run warns exactly as an unbroken one would) and reattaches to
+    the same W&B run id when there is one.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     health = HealthMonitor(health_thresholds) if cfg_logger.health_checks else None
     tracker = Tracker(make_view(cfg_logger.console, is_tty), run_dir, max_steps, start_step,
                       cfg_logger.completions_every, cfg_logger.plot_at_end, health)
+    if health is not None and start_step > 0:
+        for row in read_metrics_rows(tracker.metrics.path):
+            if "reward/mean" in row and isinstance(row.get("step"), int):
+                health.update(row["step"], {k: v for k, v in row.items() if k != "step"})
     tracker.backend = start_wandb(cfg_logger.wandb, run_dir, run_name, resolved_config,
                                   warn=tracker.warn, info=tracker.info,
                                   resume=start_step > 0, init_timeout=wandb_init_timeout)

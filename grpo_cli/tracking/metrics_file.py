@@ -90,11 +90,20 @@ def _lines_before(path: Path, start_step: int) -> list[str]:
 
 
 def write_samples(run_dir: Path, step: int, rows: list[dict[str, Any]]) -> Path:
-    """Write one step's completions to <run_dir>/samples/step-<step>.jsonl; return the path."""
+    """Write one step's completions to <run_dir>/samples/step-<step>.jsonl; return the path.
+
+    Rows that carry a `group` (the G completions of one prompt) keep `prompt` on the first
+    row of the group only: a chat-templated prompt repeated G times buried the completions.
+    """
     path = Path(run_dir) / SAMPLES_DIR / f"step-{int(step)}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
+    previous_group = None
     with path.open("w", encoding="utf-8") as fh:
         for row in rows:
+            group = row.get("group")
+            if group is not None and group == previous_group:
+                row = {k: v for k, v in row.items() if k != "prompt"}
+            previous_group = group
             fh.write(dumps({"step": int(step), **row}) + "\n")
     return path
 
@@ -104,6 +113,17 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: metrics file not found (is this a run directory?)")
+    rows = read_metrics_rows(path)
+    if not rows:
+        raise UserError(f"{path}: metrics file is empty (no step was logged)")
+    return rows
+
+
+def read_metrics_rows(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of a metrics.jsonl ([] when there is none)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
@@ -114,6 +134,4 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
             continue  # the last line of a run killed mid-write
         if isinstance(row, dict):
             rows.append(row)
-    if not rows:
-        raise UserError(f"{path}: metrics file is empty (no step was logged)")
     return rows

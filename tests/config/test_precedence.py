@@ -172,16 +172,18 @@ def test_train_refuses_eval_keys(override):
 
 
 @pytest.mark.parametrize("override", ["algo.beta=0.1", "optim.lr=1e-3", "trainer.max_steps=3",
-                                      "algo=dapo", "optim=adamw_8bit", "logger.wandb.mode=online"])
+                                      "algo=dapo", "optim=adamw_8bit", "logger.wandb.mode=online",
+                                      "rollout.temperature=0.5", "rollout.max_new_tokens=9"])
 def test_eval_refuses_train_keys(override):
     with pytest.raises(ConfigError, match="read only by `grpo train`"):
         compose_config("eval", [override], for_training=False)
 
 
 def test_keys_both_commands_read_are_accepted_by_both():
-    _, cfg = compose_config("eval", ["trainer.seed=3", "eval.limit=5", "rollout.temperature=0.5",
-                                     "logger.console=quiet"], for_training=False)
-    assert (cfg.trainer.seed, cfg.eval.limit, cfg.rollout.temperature) == (3, 5, 0.5)
+    _, cfg = compose_config("eval", ["trainer.seed=3", "eval.limit=5", "eval.temperature=0.5",
+                                     "logger.console=quiet", "rollout.merge_adapters=off",
+                                     "trainer.cpu_threads=1"], for_training=False)
+    assert (cfg.trainer.seed, cfg.eval.limit, cfg.eval.temperature) == (3, 5, 0.5)
     _, cfg = compose_config("train", ["eval.limit=7", "eval.num_samples=2"])
     assert (cfg.eval.limit, cfg.eval.num_samples) == (7, 2)
 

@@ -7,6 +7,7 @@ import math
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -93,20 +94,63 @@ def test_resume_gives_the_same_steps(tiny_llama_path, tmp_path):
             assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-7), (ra["step"], k)
 
 
-def test_sigint_leaves_a_resumable_checkpoint(tiny_llama_path, tmp_path):
+def _last_step(out: Path) -> int:
+    try:  # the resumed run rewrites metrics.jsonl as it starts
+        rows = metrics(out)
+    except (ValueError, OSError):
+        return 0
+    return rows[-1]["step"] if rows else 0
+
+
+def _hint(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("resume with: ")]
+    assert len(lines) == 1, stderr[-2000:]
+    return lines[0].removeprefix("resume with: ")
+
+
+def test_sigint_leaves_a_resumable_checkpoint_and_the_hint_resumes_it(tiny_llama_path, tmp_path):
+    """The printed hint, run as a shell command, resumes the run; stopped again, it prints
+    the same hint (one trainer.resume=auto, no double space)."""
     out = tmp_path / "run"
     env = run_env()
-    res = tiny_run.signal_after_first_step(base_args(tiny_llama_path, out, 500), out, env,
-                                           signal.SIGINT, wait_s=180)
+    res = tiny_run.signal_after_first_step(
+        base_args(tiny_llama_path, out, 500, "trainer.cpu_threads=1",
+                  "data.system_prompt=Answer briefly."), out, env, signal.SIGINT, wait_s=180)
     err = res.stderr
     assert res.returncode == 130, err[-2000:]
-    assert "trainer.resume=auto" in err
+    assert "cpu threads: 1 (trainer.cpu_threads)" in err  # said at start, and applied
+    hint = _hint(err)
+    assert hint.count("trainer.resume=auto") == 1 and "  " not in hint
     ckpts = [p for p in (out / "checkpoints").iterdir() if p.name.startswith("step-")]
     assert len(ckpts) == 1 and (ckpts[0] / "meta.json").is_file()
     step = json.loads((ckpts[0] / "meta.json").read_text())["step"]
-    res = grpo(*base_args(tiny_llama_path, out, step + 1, "trainer.resume=auto"))
+    proc = subprocess.Popen(["bash", "-c", f"exec {hint}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and _last_step(out) <= step:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert f"resumed from {ckpts[0]} at step {step}" in stdout + err
+    assert [r["step"] for r in metrics(out)] == list(range(1, metrics(out)[-1]["step"] + 1))
+    assert _hint(err) == hint
+
+
+def test_quiet_run_warns_only_and_writes_readable_samples(tiny_llama_path, tmp_path):
+    """logger.console=quiet prints warnings only (here: tag_count under the hash template);
+    samples carry the gold answer and the prompt once per group; no kl without a reference."""
+    out = tmp_path / "run"
+    res = grpo(*base_args(tiny_llama_path, out, 1, "logger.console=quiet", "algo.beta=0.0",
+                          "+reward.components.tags.fn=tag_count"))
     assert res.returncode == 0, res.stderr[-3000:]
-    assert metrics(out)[-1]["step"] == step + 1
+    assert res.stdout == ""
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "reward.components.tags (tag_count)" in lines[0], res.stderr
+    rows = [json.loads(line) for line in (out / "samples" / "step-1.jsonl").open()]
+    assert [("prompt" in r) for r in rows] == [True, False, False, False] * 2
+    assert [r["group"] for r in rows] == [0] * 4 + [1] * 4 and all(r["gold"] for r in rows)
+    assert "kl" not in metrics(out)[0]
 
 
 def test_bad_model_path_is_one_line(tmp_path):

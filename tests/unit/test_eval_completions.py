@@ -77,7 +77,8 @@ def test_rows_match_dataset_records_by_id_then_question(tmp_path: Path) -> None:
     assert problems[0].question == "What is 2+2?"
     unmatched = read_completions(_write_jsonl(tmp_path / "u.jsonl", [
         {"id": "nope", "completion": "x"}]))
-    with pytest.raises(UserError, match=r"u\.jsonl:1: no row of toy matches id 'nope'"):
+    with pytest.raises(UserError, match=r"u\.jsonl:1: no row of toy matches id 'nope' \(its "
+                                        r"ids look like 'r1', 'r2', \.\.\.\)"):
         to_problems(unmatched, records, "toy")
 
 
@@ -88,6 +89,10 @@ def _gsm8k_rows() -> list:
     for row in rows:
         row["gold"] = re.search(r"####\s*(.+)$", row["answer"]).group(1).replace(",", "")
     return rows
+
+
+def cfg_file(tmp_path: Path, name: str) -> str:
+    return str(tmp_path / f"{name}.jsonl")
 
 
 def _grade(tmp_path: Path, name: str, lines: list) -> dict:
@@ -110,6 +115,9 @@ def test_gsm8k_gold_solutions_grade_perfectly(tmp_path: Path) -> None:
     assert report["mean_completion_tokens"] is None  # not in the file
     saved = json.loads((tmp_path / "gold" / "report.json").read_text())
     assert saved["accuracy"] == 1.0 and saved["source"].startswith("completions file")
+    assert saved["model"] == cfg_file(tmp_path, "gold")  # not the configured model's name
+    with pytest.raises(UserError, match="already holds a report"):  # and never overwritten
+        _grade(tmp_path, "gold", [{"question": "q", "completion": "#### 1", "answer": "1"}])
     assert len((tmp_path / "gold" / "samples.jsonl").read_text().splitlines()) == N_GSM8K
 
 

@@ -122,7 +122,7 @@ def test_export_checkpoint_reads_the_run_config(tiny_llama_path, tmp_path):
     (final / "config.yaml").write_text(OmegaConf.to_yaml({"model": OmegaConf.structured(cfg)}))
     out = export_checkpoint(final)
     assert out == tmp_path / "run" / "merged" / "final"
-    assert '"dtype": "float32"' in (out / "config.json").read_text()  # cfg.dtype (auto: bf16)
+    assert '"dtype": "float32"' in (out / "config.json").read_text()  # the default: fp32
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
     with torch.no_grad():
         torch.testing.assert_close(token_logprobs(merged, IDS),

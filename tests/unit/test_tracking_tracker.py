@@ -35,18 +35,21 @@ def test_plain_run_end_to_end(tmp_path, capsys) -> None:
     for step in (1, 2, 3):
         with tracker.rollout_progress(8) as bar:
             bar.update(8)
-        tracker.log_step(step, {**METRICS, "reward/mean": step / 10})
+        metrics = {**METRICS, "reward/mean": step / 10}
+        if step == 3:  # the loop's eval step: its numbers go into the step's one line
+            metrics.update(tracker.log_eval(3, {"accuracy": {"strict": 0.5, "flexible": 0.625},
+                                                "n": 8, "name": "x"}))
+        tracker.log_step(step, metrics)
     tracker.log_samples(3, [{"prompt": "p", "completion": "c", "reward": 1.0, "advantage": 0.0}])
-    tracker.log_eval(3, {"accuracy": {"strict": 0.5, "flexible": 0.625}, "n": 8, "name": "x"})
     paths = tracker.close(plot=True)
     out = capsys.readouterr().out
     assert "step 2/3 | reward 0.200" in out
     assert "eval step 3 | eval/accuracy/strict 0.5 | eval/accuracy/flexible 0.625 | eval/n 8" in out
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 3]
+    assert [r["step"] for r in rows] == [1, 2, 3]  # one line per step, eval steps too
     assert rows[0]["loss"] is None and rows[2]["reward/mean"] == 0.3
-    assert rows[3] == {"step": 3, "eval/accuracy/strict": 0.5, "eval/accuracy/flexible": 0.625,
-                       "eval/n": 8}
+    assert {k: v for k, v in rows[2].items() if k.startswith("eval/")} == {
+        "eval/accuracy/strict": 0.5, "eval/accuracy/flexible": 0.625, "eval/n": 8}
     assert (tmp_path / "samples" / "step-3.jsonl").is_file()
     assert {p.name for p in paths} >= {"reward.png", "accuracy.png", "kl.png"}
 

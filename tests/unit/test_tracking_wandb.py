@@ -84,9 +84,11 @@ def test_offline_run_holds_history_and_growing_completions_table(wandb_env) -> N
     run_dir = wandb_env / "run"
     tracker = build_tracker(_cfg(), run_dir, "unit-run", {"algo": {"beta": 0.04}}, max_steps=4)
     for step in range(1, 5):
-        tracker.log_step(step, _step_metrics(step))
+        metrics = _step_metrics(step)
+        if step == 4:
+            metrics.update(tracker.log_eval(4, {"accuracy": 0.75}))
+        tracker.log_step(step, metrics)
         tracker.log_samples(step, _rows(step))
-    tracker.log_eval(4, {"accuracy": 0.75})
     tracker.close(plot=False)
 
     files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))

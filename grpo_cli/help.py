@@ -1,0 +1,110 @@
+"""`grpo COMMAND --help`: each command's own usage and keys, read from the schema.
+
+The key lists come from the dataclasses in config.py, with the comment above each field as
+its description, so the help can never drift from the schema.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import MISSING, fields, is_dataclass
+from typing import Any
+
+from grpo_cli import config as schema
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """{field name: the comment lines just above it in the class source, joined}."""
+    comments: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        text = line.strip()
+        if text.startswith("#"):
+            pending.append(text.lstrip("# ").strip())
+            continue
+        m = re.match(r"(\w+)\s*:", text)
+        if m:
+            comments[m.group(1)] = " ".join(pending)
+        pending = []
+    return comments
+
+
+def _default(f: Any) -> str:
+    if f.default is not MISSING:
+        value = f.default
+    elif f.default_factory is not MISSING:
+        value = f.default_factory()
+    else:
+        return "???"
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def key_lines(cls: type, prefix: str, only: tuple[str, ...] | None = None) -> list[str]:
+    """'  prefix.key=DEFAULT   comment' for each plain field of cls (nested groups skipped)."""
+    comments = field_comments(cls)
+    lines = []
+    for f in fields(cls):
+        if (only and f.name not in only) or is_dataclass(f.default_factory):
+            continue
+        key = f"{prefix}{f.name}={_default(f)}"
+        lines.append(f"  {key:32s} {comments.get(f.name, '')}".rstrip())
+    return lines
+
+
+def _groups_and_recipes(command: str) -> list[str]:
+    from grpo_cli.compose import GROUPS, group_options, recipe_dir
+
+    lines = ["config groups (choose with GROUP=OPTION):"]
+    for group in GROUPS:
+        lines.append(f"  {group:8s} {', '.join(group_options(group))}")
+    if command == "train":
+        recipes = ", ".join(p.stem for p in sorted(recipe_dir().glob("*.yaml")))
+        lines.append(f"  +recipe  {recipes}")
+    return lines
+
+
+def train_help() -> str:
+    return "\n".join([
+        "usage: grpo train [+recipe=NAME] [GROUP=OPTION ...] [key=value ...] [--cfg job]", "",
+        *_groups_and_recipes("train"), "", "run keys (trainer.*):",
+        *key_lines(schema.TrainerConfig, "trainer."), "",
+        "any key can be set: algo.beta=0.0 model.lora.r=32 rollout.max_new_tokens=64",
+        "see every key and its current value: grpo train --cfg job"])
+
+
+def eval_help() -> str:
+    return "\n".join([
+        "usage: grpo eval [checkpoint=PATH | PATH] [GROUP=OPTION ...] [key=value ...] [--cfg job]",
+        "       grpo eval data=NAME eval.completions=FILE       grade a file of completions",
+        "       grpo eval \"compare='DIR_A,DIR_B'\"                reports side by side", "",
+        "what to evaluate:",
+        *key_lines(schema.GrpoConfig, "", only=("checkpoint", "compare")), "",
+        "eval keys (eval.*):", *key_lines(schema.EvalConfig, "eval."), "",
+        "with checkpoint=, the model, data and rewards come from the checkpoint's config.yaml;",
+        "a GROUP=OPTION or key=value given here replaces them. Without it:",
+        *_groups_and_recipes("eval"), "",
+        "see every key and its current value: grpo eval --cfg job"])
+
+
+def plan_help() -> str:
+    from grpo_cli.plan import GPUS_GIB
+
+    return "\n".join([
+        "usage: grpo plan [+recipe=NAME] [GROUP=OPTION ...] [key=value ...] [gpu=NAME]", "",
+        "Estimates the GPU memory of a training config from the model's config alone (no",
+        "weights loaded), says whether it fits the GPU and whether merged decoding",
+        "(rollout.merge_adapters=auto) will be on there.", "",
+        "  gpu=NAME   " + ", ".join(GPUS_GIB) + " (default: the GPU of this machine)"])
+
+
+def export_help() -> str:
+    return "\n".join([
+        "usage: grpo export checkpoint=PATH [out=DIR] [dtype=fp32|bf16|fp16]", "",
+        "Merges a LoRA checkpoint into its base model; plain transformers loads the result.",
+        "  checkpoint=PATH   a run checkpoint (outputs/RUN/checkpoints/NAME) or its policy/",
+        "  out=DIR           default: outputs/RUN/merged/NAME",
+        "  dtype=fp32        the weights' dtype: fp32 (default) is the exact merge; bf16 or",
+        "                    fp16 halve the size and round every weight once"])
