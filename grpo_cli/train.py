@@ -190,7 +190,7 @@ def run(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str] | None = None,
     run_dir = Path(cfg.trainer.output_dir)
     with held_logs(run_dir, prepare_run_dir(run_dir)):
         for note in notes:  # group options that replaced a recipe's values (compose.py)
-            log.warning("note: %s", note)
+            log.info("note: %s", note)  # hidden by logger.console=quiet
         ckpt.recover_interrupted(run_dir / "checkpoints")
         resume_from = ckpt.resolve_resume(cfg.trainer.resume, run_dir)
         check_run_dir(run_dir, cfg.trainer.resume, resume_from is not None)
