@@ -8,7 +8,8 @@ lowest priority that matches anything wins, and among its matches the rightmost:
     100, 200  "answer: X", "answer ... X" (so "The answer is 18. That took 3 steps." is 18)
     300       the last LaTeX environment (`$...$`, `$$...$$`, `\\(...\\)`, `\\[...\\]`, a bare
               `\\frac{a}{b}`), or the last number or digit expression that starts a word
-              (`AZYUK2A` holds none; in `\\frac{1+\\sqrt5}{2}` the 2 is not one)
+              (`AZYUK2A` holds none; in `\\frac{1+\\sqrt5}{2}` the 2 is not one); unlike
+              math-verify, never one on the left side of an `=` (see _LEFT_SIDE)
 
 Numbers are read with their separators (`1,234` and `1 234` are 1234, `1000,99` is 1000.99,
 `12,34` is 12.34, not 12). `locate` returns the winning match as text, normalised by
@@ -31,6 +32,11 @@ _ANCHORS = {0: ("final answer",), 50: ("final answer", "\\boxed", "\\fbox"),
 # The unanchored group (300) reads only the last lines: its digit-expression regex is quadratic
 # on a looping completion (`1 1 1 ...`), and its rightmost match is near the end anyway.
 TAIL_CHARS = 2000
+# What follows a candidate that is only (part of) the left side of an equation: more numbers
+# and operators, then `=`. In "so 9 - 1 =" (a truncated line) neither `9`, `1` nor `9 - 1` is
+# the answer; math-verify's parse would take `9 - 1`, which equals the gold 8 when the
+# question was "9 - 1", so a restated question would grade as solved.
+_LEFT_SIDE = re.compile(r"[\s\d+\-*/×÷^().,]*=")
 BOXED_OR_FINAL = 50  # highest priority of a box or a "final answer is" statement
 STATED = 200  # highest priority of an answer stated in words
 
@@ -132,6 +138,8 @@ def locate(text: str, max_priority: int = 300) -> Optional[str]:
         matches = [(m, kind) for pattern, kind in patterns for m in pattern.finditer(text)]
         matches.sort(key=lambda mk: (mk[0].end(), -mk[0].start()), reverse=True)
         for match, kind in matches:
+            if anchors is None and _LEFT_SIDE.match(text, match.end()):
+                continue  # part of an equation's left side (`9 - 1 = ...`): not its answer
             answer = _latex_text(match) if kind == "latex" else _expr_text(match)
             if answer:
                 return answer

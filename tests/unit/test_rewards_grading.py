@@ -17,6 +17,8 @@ from grpo_cli.rewards.builtin import correctness
 # the careful human's flexible verdict written in grading_cases.md.
 DIFFERS_FROM_MATH_VERIFY = {
     "<answer>(1, 2)</answer>": "math-verify does not read the R1 tag: it takes the last number, 2",
+    "So, 9 - 1 = ": "math-verify takes the restated question 9 - 1 as the answer (it equals 8)",
+    "We add 2 and 12, which is 22. Here: 2 + 12 = ": "math-verify takes the left side 2 + 12",
 }
 CASES_FILE = Path(__file__).with_name("grading_cases.md")
 VERDICTS = {"right": 1.0, "wrong": 0.0}
@@ -42,7 +44,7 @@ ROWS = load_cases()
 
 def test_every_category_has_cases():
     categories = {row[0] for row in ROWS}
-    assert len(categories) == 8 and len(ROWS) >= 40
+    assert len(categories) == 9 and len(ROWS) >= 40
 
 
 @pytest.mark.parametrize("category, completion, gold, template, strict, flexible", ROWS,
