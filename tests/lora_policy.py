@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from grpo_cli.config import LoraConfig, ModelConfig
-from grpo_cli.model import build_policy
+from grpo_cli.config.schema import LoraConfig, ModelConfig
+from grpo_cli.policy.model import build_policy
 
 
 def perturb_lora_b(model: torch.nn.Module, std: float = 0.2, seed: int = 1) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_cli.config import RewardComponent, RewardConfig
+from grpo_cli.config.schema import RewardComponent, RewardConfig
 from grpo_cli.errors import UserError
 from grpo_cli.rewards.builtin import REGISTRY, VALIDATORS
 from grpo_cli.rewards.isolation import CallOutcome, run_isolated

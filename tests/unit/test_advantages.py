@@ -1,4 +1,4 @@
-"""Hand-computed checks of grpo_cli.advantages.
+"""Hand-computed checks of grpo_cli.algo.advantages.
 
 Shared case, G=3, two prompts: rewards [0, 3, 6 | 1, 1, 1].
 Group 1: mean 3, deviations [-3, 0, 3], unbiased var (9+0+9)/2 = 9, std 3.
@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from grpo_cli.advantages import (
+from grpo_cli.algo.advantages import (
     BASELINES,
     SCALES,
     compute_advantages,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_cli.config import DataConfig
+from grpo_cli.config.schema import DataConfig
 from grpo_cli.data import build_dataset, load_split
 from grpo_cli.errors import UserError
 

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from grpo_cli.config import ArithConfig, DataConfig
+from grpo_cli.config.schema import ArithConfig, DataConfig
 from grpo_cli.data import build_dataset
 from grpo_cli.data.arith import generate
 

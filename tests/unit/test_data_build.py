@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_cli.config import ArithConfig, DataConfig
+from grpo_cli.config.schema import ArithConfig, DataConfig
 from grpo_cli.data import build_dataset, load_split
 from grpo_cli.data.build import hold_out
 from grpo_cli.data.record import Example

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_cli.config import ArithConfig, DataConfig
+from grpo_cli.config.schema import ArithConfig, DataConfig
 from grpo_cli.data import build_dataset, load_split
 from grpo_cli.errors import UserError
 

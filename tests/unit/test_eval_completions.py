@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_cli.config import GrpoConfig
+from grpo_cli.config.schema import GrpoConfig
 from grpo_cli.data.record import Record
 from grpo_cli.errors import UserError
 from grpo_cli.evaluation.completions import parse_row, read_completions, to_problems

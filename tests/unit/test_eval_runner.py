@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_cli.config import GrpoConfig
+from grpo_cli.config.schema import GrpoConfig
 from grpo_cli.errors import UserError
 from grpo_cli.evaluation import load_checkpoint_config, run_eval
 from grpo_cli.evaluation.runner import default_out_dir
@@ -55,7 +55,7 @@ def _tiny_cfg(base: Path, ckpt: Path, out: Path | None, num_samples: int) -> Grp
 
 @pytest.fixture(scope="module")
 def tiny_base(request, tmp_path_factory) -> Path:
-    pytest.importorskip("grpo_cli.model")
+    pytest.importorskip("grpo_cli.policy.model")
     try:
         return Path(request.getfixturevalue("tiny_llama_path"))
     except pytest.FixtureLookupError:

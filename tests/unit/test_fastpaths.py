@@ -14,8 +14,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grpo_cli import logprobs as lp
-from grpo_cli.rollout import draw_multinomial, eos_token_ids, process_logits, sample_tokens
+from grpo_cli.algo import logprobs as lp
+from grpo_cli.rollout.engine import eos_token_ids
+from grpo_cli.rollout.hf import draw_multinomial, process_logits, sample_tokens
 
 PROMPTS = ["What is 2 + 3?", "Natalia sold clips to 48 of her friends in April"]
 

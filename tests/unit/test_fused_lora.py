@@ -6,9 +6,9 @@ import pytest
 import torch
 from lora_policy import lora_policy
 
-from grpo_cli.config import LoraConfig, ModelConfig
-from grpo_cli.fused_lora import fuse_lora_layers
-from grpo_cli.model import build_policy
+from grpo_cli.config.schema import LoraConfig, ModelConfig
+from grpo_cli.policy.fused_lora import fuse_lora_layers
+from grpo_cli.policy.model import build_policy
 
 IDS = torch.tensor([[5, 17, 42, 99, 7, 300, 12, 64], [8, 9, 10, 11, 120, 13, 14, 15]])  # [2, 8]
 

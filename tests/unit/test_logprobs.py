@@ -1,10 +1,10 @@
-"""Checks of grpo_cli.logprobs against naive full-tensor computations on a tiny Llama."""
+"""Checks of grpo_cli.algo.logprobs against naive full-tensor computations on a tiny Llama."""
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from grpo_cli.logprobs import (
+from grpo_cli.algo.logprobs import (
     completion_logprobs,
     logprobs_and_entropy,
     position_ids_from_mask,

@@ -1,11 +1,11 @@
-"""Hand-computed checks of grpo_cli.loss."""
+"""Hand-computed checks of grpo_cli.algo.loss."""
 
 import math
 
 import pytest
 import torch
 
-from grpo_cli.loss import (
+from grpo_cli.algo.loss import (
     AdaptiveKLController,
     FixedKLController,
     aggregate,

@@ -7,10 +7,10 @@ import pytest
 import torch
 from lora_policy import lora_policy
 
-from grpo_cli import merge
-from grpo_cli.config import LoraConfig, ModelConfig
-from grpo_cli.model import build_policy
-from grpo_cli.rollout import generate
+from grpo_cli.config.schema import LoraConfig, ModelConfig
+from grpo_cli.policy import merge
+from grpo_cli.policy.model import build_policy
+from grpo_cli.rollout.engine import generate
 
 IDS = torch.tensor([[5, 17, 42, 99, 7, 300, 12, 64], [8, 9, 10, 11, 120, 13, 14, 15]])  # [2, 8]
 PROMPTS = ["What is 2 + 3?", "Natalia sold clips to 48 of her friends in April"]

@@ -7,10 +7,10 @@ import torch
 from lora_policy import lora_policy
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grpo_cli.config import LoraConfig, ModelConfig
+from grpo_cli.config.schema import LoraConfig, ModelConfig
 from grpo_cli.errors import UserError
-from grpo_cli.export import export_merged
-from grpo_cli.model import build_policy, save_policy
+from grpo_cli.policy.export import export_merged
+from grpo_cli.policy.model import build_policy, save_policy
 
 IDS = torch.tensor([[5, 17, 42, 99, 7, 300, 12, 64], [8, 9, 10, 11, 120, 13, 14, 15]])  # [2, 8]
 PROMPTS = ["What is 2 + 3?", "Natalia sold clips to 48 friends.", "Think step by step."]
@@ -113,7 +113,7 @@ def test_export_checkpoint_reads_the_run_config(tiny_llama_path, tmp_path):
     """`grpo export checkpoint=<run>/checkpoints/final` finds base + quantization itself."""
     from omegaconf import OmegaConf
 
-    from grpo_cli.export import export_checkpoint
+    from grpo_cli.policy.export import export_checkpoint
 
     cfg, policy = trained_policy(tiny_llama_path, "nf4")
     final = tmp_path / "run" / "checkpoints" / "final"

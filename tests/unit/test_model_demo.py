@@ -11,11 +11,11 @@ import subprocess
 import pytest
 import torch
 
-from grpo_cli import demo_model
-from grpo_cli.config import ModelConfig
-from grpo_cli.demo_model import DEMO_FOLDER, DEMO_NAME, cache_root, is_converted
+from grpo_cli.config.schema import ModelConfig
 from grpo_cli.errors import UserError
-from grpo_cli.model import build_policy
+from grpo_cli.policy import demo_model
+from grpo_cli.policy.demo_model import DEMO_FOLDER, DEMO_NAME, cache_root, is_converted
+from grpo_cli.policy.model import build_policy
 
 CACHED = is_converted(cache_root() / DEMO_FOLDER)
 

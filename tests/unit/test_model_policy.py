@@ -9,9 +9,9 @@ import torch
 from lora_policy import perturb_lora_b
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from grpo_cli.config import LoraConfig, ModelConfig
+from grpo_cli.config.schema import LoraConfig, ModelConfig
 from grpo_cli.errors import UserError
-from grpo_cli.model import build_policy
+from grpo_cli.policy.model import build_policy
 
 IDS = torch.tensor([[5, 17, 42, 99, 7, 300, 12, 64], [8, 9, 10, 11, 120, 13, 14, 15]])  # [2, 8]
 

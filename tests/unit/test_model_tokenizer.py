@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grpo_cli.config import ModelConfig
+from grpo_cli.config.schema import ModelConfig
 from grpo_cli.errors import UserError
-from grpo_cli.model import (
+from grpo_cli.policy.model import (
     FALLBACK_CHAT_TEMPLATE,
     build_policy,
     ensure_pad_token,

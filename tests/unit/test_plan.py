@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grpo_cli.compose import compose_config
+from grpo_cli.config.compose import compose_config
 from grpo_cli.errors import UserError
 from grpo_cli.plan import KNOWN_ARCHS, GiB, estimate, run_plan
 

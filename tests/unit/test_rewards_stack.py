@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from grpo_cli.config import RewardComponent, RewardConfig
+from grpo_cli.config.schema import RewardComponent, RewardConfig
 from grpo_cli.errors import UserError
 from grpo_cli.rewards import build_reward_stack
 from grpo_cli.rewards.stack import Component, RewardStack

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grpo_cli.rollout import Rollout, concat_rollouts, eos_token_ids, generate
+from grpo_cli.rollout.engine import Rollout, concat_rollouts, eos_token_ids, generate
 
 PROMPTS = ["What is 2 + 3?", "Natalia sold clips to 48 of her friends in April",
            "Solve for x: 3x + 4 = 19"]

@@ -12,17 +12,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from grpo_cli import cli, threads
-from grpo_cli.compose import compose_config
-from grpo_cli.config import AlgoConfig, ConfigError, LoggerConfig, WandbConfig
+from grpo_cli import cli
+from grpo_cli.config.compose import compose_config
+from grpo_cli.config.schema import AlgoConfig, ConfigError, LoggerConfig, WandbConfig
 from grpo_cli.errors import UserError
 from grpo_cli.evaluation.compare import run_compare
 from grpo_cli.evaluation.runner import check_out_dir, default_out_dir
 from grpo_cli.plan import run_plan
-from grpo_cli.reporting import drop_unmeasured, reward_template_problems
-from grpo_cli.run_dir import check_run_dir, resume_command
 from grpo_cli.tracking import build_tracker
 from grpo_cli.tracking.health import HealthThresholds
+from grpo_cli.trainer import threads
+from grpo_cli.trainer.reporting import drop_unmeasured, reward_template_problems
+from grpo_cli.trainer.run_dir import check_run_dir, resume_command
 
 
 def test_a_folder_with_a_run_is_refused_without_resume(tmp_path):

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from grpo_cli import logprobs as lp
-from grpo_cli.rollout import draw_inverse_cdf, draw_multinomial, process_logits, sample_tokens
+from grpo_cli.algo import logprobs as lp
+from grpo_cli.rollout.hf import draw_inverse_cdf, draw_multinomial, process_logits, sample_tokens
 
 
 def _frequencies(draw, scores: torch.Tensor, n: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from grpo_cli.step import component_metrics, repetition_rate
+from grpo_cli.trainer.step import component_metrics, repetition_rate
 
 
 def test_component_metrics_skip_not_applicable_samples():

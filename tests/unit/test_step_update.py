@@ -10,12 +10,12 @@ import pytest
 import torch
 from lora_policy import perturb_lora_b
 
-from grpo_cli.compose import compose_config
-from grpo_cli.loss import FixedKLController
-from grpo_cli.model import build_policy, save_policy
-from grpo_cli.optim import build_optimizer
-from grpo_cli.rollout import concat_rollouts, generate
-from grpo_cli.step import Engine, ScoredBatch, _accumulate, train_on_batch
+from grpo_cli.algo.loss import FixedKLController
+from grpo_cli.config.compose import compose_config
+from grpo_cli.policy.model import build_policy, save_policy
+from grpo_cli.rollout.engine import concat_rollouts, generate
+from grpo_cli.trainer.optim import build_optimizer
+from grpo_cli.trainer.step import Engine, ScoredBatch, _accumulate, train_on_batch
 
 G = 4
 PROMPTS = ["What is 2 + 3?", "Name a colour."]
@@ -60,7 +60,7 @@ def scored_batch(engine: Engine, rewards=None, scored=None, seed: int = 0) -> Sc
 
 
 def _grads(engine: Engine, batch: ScoredBatch, micro: int) -> list[torch.Tensor]:
-    from grpo_cli.advantages import compute_advantages
+    from grpo_cli.algo.advantages import compute_advantages
 
     engine.optimizer.zero_grad(set_to_none=True)
     engine.micro_batch_size = micro

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from grpo_cli.config import LoggerConfig, WandbConfig
+from grpo_cli.config.schema import LoggerConfig, WandbConfig
 from grpo_cli.tracking import Tracker, build_tracker, completion_columns, flatten_report
 from grpo_cli.tracking.console import PlainView, QuietView, RichView, format_step_line, make_view
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from grpo_cli.config import LoggerConfig, WandbConfig
+from grpo_cli.config.schema import LoggerConfig, WandbConfig
 from grpo_cli.tracking import build_tracker
 from grpo_cli.tracking.wandb_logger import is_logged_in, resolve_mode
 

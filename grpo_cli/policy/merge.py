@@ -27,7 +27,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from grpo_cli.fused_lora import is_plain_lora
+from grpo_cli.policy.fused_lora import is_plain_lora
 
 log = logging.getLogger("grpo")
 

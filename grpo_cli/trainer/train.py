@@ -41,16 +41,16 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_cli import checkpoint as ckpt
-from grpo_cli.config import GrpoConfig
+from grpo_cli.algo.loss import AdaptiveKLController, FixedKLController
+from grpo_cli.config.schema import GrpoConfig
 from grpo_cli.errors import UserError
-from grpo_cli.loss import AdaptiveKLController, FixedKLController
-from grpo_cli.optim import build_optimizer
-from grpo_cli.reporting import drop_unmeasured, reward_template_problems, sample_rows
-from grpo_cli.run_dir import check_run_dir, resume_command
-from grpo_cli.sampler import PromptSampler
-from grpo_cli.step import Engine, collect_batch, repetition_rate, train_on_batch
-from grpo_cli.threads import set_cpu_threads
+from grpo_cli.trainer import checkpoint as ckpt
+from grpo_cli.trainer.optim import build_optimizer
+from grpo_cli.trainer.reporting import drop_unmeasured, reward_template_problems, sample_rows
+from grpo_cli.trainer.run_dir import check_run_dir, resume_command
+from grpo_cli.trainer.sampler import PromptSampler
+from grpo_cli.trainer.step import Engine, collect_batch, repetition_rate, train_on_batch
+from grpo_cli.trainer.threads import set_cpu_threads
 
 log = logging.getLogger("grpo")
 
@@ -183,7 +183,7 @@ def run(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str] | None = None,
     `notes` (group options that replaced a recipe's values, compose.py) are shown with the
     start-up lines."""
     from grpo_cli.data import build_dataset, render_prompt
-    from grpo_cli.model import build_policy
+    from grpo_cli.policy.model import build_policy
     from grpo_cli.rewards import build_reward_stack
     from grpo_cli.tracking import build_tracker
 
@@ -240,7 +240,7 @@ def run(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str] | None = None,
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "kl_ctl": kl_ctl.state_dict(), "data_position": sampler.position,
                  "step": step, "best": status["best"], "rng": ckpt.rng_state()}
-        from grpo_cli.model import save_policy
+        from grpo_cli.policy.model import save_policy
 
         try:
             path = ckpt.save_checkpoint(run_dir / "checkpoints", name,

@@ -41,11 +41,11 @@ from typing import Callable, ContextManager, Dict, Iterator, Optional
 import torch
 from torch import nn
 
-from grpo_cli.config import LoraConfig, ModelConfig
-from grpo_cli.demo_model import resolve_model_path
+from grpo_cli.config.schema import LoraConfig, ModelConfig
 from grpo_cli.errors import UserError
-from grpo_cli.fused_lora import fuse_lora_layers
-from grpo_cli.tokenizer import (  # noqa: F401 - re-exported
+from grpo_cli.policy.demo_model import resolve_model_path
+from grpo_cli.policy.fused_lora import fuse_lora_layers
+from grpo_cli.policy.tokenizer import (  # noqa: F401 - re-exported
     FALLBACK_CHAT_TEMPLATE,
     ensure_chat_template,
     ensure_pad_token,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_cli.checkpoint import load_checkpoint_config
-from grpo_cli.compose import GROUPS, compose_config, finish
-from grpo_cli.config import GrpoConfig
+from grpo_cli.config.compose import GROUPS, compose_config, finish
+from grpo_cli.config.schema import GrpoConfig
+from grpo_cli.trainer.checkpoint import load_checkpoint_config
 
 
 def eval_config(overrides: list[str]) -> tuple[DictConfig, GrpoConfig]:

@@ -27,13 +27,13 @@ from typing import Any, Callable, Optional, TypeVar
 
 import torch
 
-from grpo_cli import faults
-from grpo_cli.advantages import compute_advantages, zero_std_mask
-from grpo_cli.config import GrpoConfig
+from grpo_cli.algo.advantages import compute_advantages, zero_std_mask
+from grpo_cli.algo.logprobs import completion_logprobs
+from grpo_cli.algo.loss import combine_metrics, grpo_loss
+from grpo_cli.config.schema import GrpoConfig
 from grpo_cli.errors import UserError
-from grpo_cli.logprobs import completion_logprobs
-from grpo_cli.loss import combine_metrics, grpo_loss
-from grpo_cli.rollout import Rollout, concat_rollouts, generate
+from grpo_cli.rollout.engine import Rollout, concat_rollouts, generate
+from grpo_cli.trainer import faults
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from grpo_cli.compose import recipe_dir
+from grpo_cli.config.compose import recipe_dir
 
 HEADER_KEYS = ("purpose", "command", "hardware", "expected")
 

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_cli import faults
 from grpo_cli.errors import UserError
+from grpo_cli.trainer import faults
 
 META = "meta.json"
 STATE = "trainer_state.pt"

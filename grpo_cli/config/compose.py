@@ -1,7 +1,7 @@
 """Compose a run config with Hydra: schema -> group options -> recipe -> command line.
 
 Precedence, lowest first:
-1. the schema (config.py): every key's default, once;
+1. the schema (schema.py): every key's default, once;
 2. the group options (`configs/<group>/<option>.yaml`): what each option changes;
 3. the recipe (`+recipe=NAME`; for `grpo train` the quickstart when none is named): what
    the recipe changes, including its own group choices (`override /data: gsm8k`);
@@ -33,7 +33,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from grpo_cli.config import (
+from grpo_cli.config.schema import (
     ConfigError,
     GrpoConfig,
     RewardComponent,
@@ -50,7 +50,8 @@ COMMANDS = {"train": "train", "eval": "eval"}
 
 
 def config_dir() -> Path:
-    pkg = Path(__file__).resolve().parent
+    """`grpo_cli/configs` in an installed wheel, else the source checkout's `configs/`."""
+    pkg = Path(__file__).resolve().parents[1]  # grpo_cli/
     for candidate in (pkg / "configs", pkg.parent / "configs"):
         if (candidate / "train.yaml").is_file():
             return candidate

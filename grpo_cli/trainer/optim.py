@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from grpo_cli.config import OptimConfig
+from grpo_cli.config.schema import OptimConfig
 from grpo_cli.errors import UserError
 
 

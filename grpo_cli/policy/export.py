@@ -30,9 +30,9 @@ from typing import Optional
 
 import torch
 
-from grpo_cli.config import ModelConfig
+from grpo_cli.config.schema import ModelConfig
 from grpo_cli.errors import UserError
-from grpo_cli.model import DTYPES, load_base, quiet_peft
+from grpo_cli.policy.model import DTYPES, load_base, quiet_peft
 
 log = logging.getLogger("grpo")
 
@@ -113,7 +113,7 @@ def export_checkpoint(checkpoint: Path, out: Optional[Path] = None, *,
     """
     from omegaconf import OmegaConf
 
-    from grpo_cli.checkpoint import load_checkpoint_config
+    from grpo_cli.trainer.checkpoint import load_checkpoint_config
 
     checkpoint = Path(checkpoint).expanduser()
     if checkpoint.name == "policy" and (checkpoint.parent / "config.yaml").is_file():

@@ -300,7 +300,7 @@ class EvalConfig:
     out: Optional[str] = only("eval", default=None)
     # grpo eval: replace a report already in the report folder (false = refuse, none is lost).
     overwrite: bool = only("eval", default=False)
-    # Longest completion in every eval (grpo eval and trainer.eval_every): the same for a base
+    # Longest completion in every evaluation (grpo eval and trainer.eval_every): the same for a base
     # model and a checkpoint, whatever it was trained with; recorded in the report.
     max_new_tokens: int = bounded(512, lo=1)
     # Sampling temperature when num_samples > 1 (greedy decoding ignores it).

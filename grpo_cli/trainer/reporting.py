@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from grpo_cli.config import AlgoConfig, GrpoConfig
+from grpo_cli.config.schema import AlgoConfig, GrpoConfig
 
 # Built-in rewards that score one prompt template's layout only (None under the others).
 TEMPLATE_ONLY_REWARDS = {"tag_count": ("r1", "the <think>/<answer> tags")}
