@@ -25,7 +25,7 @@ cache to the rows that share it, and runs only the completion tokens on top: for
 of a 60-token prompt and 64-token completions that is ~40% fewer tokens through the model,
 in the no-grad reference pass and in the training forward and backward alike (gradients
 flow back through the copied cache to the one prompt pass). The log-probs are the same as
-the plain full-sequence pass up to float rounding (tests/unit/test_fastpaths.py).
+the plain full-sequence pass up to float rounding (tests/rollout/test_fastpaths.py).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import make_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from grpo_cli.config.schema import ModelConfig
@@ -14,7 +15,6 @@ from grpo_cli.policy.model import (
     ensure_pad_token,
     stop_token_ids,
 )
-from grpo_cli.tiny import make_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ def tiny_base(request, tmp_path_factory) -> Path:
     try:
         return Path(request.getfixturevalue("tiny_llama_path"))
     except pytest.FixtureLookupError:
-        from grpo_cli.tiny import make_tiny_model
+        from tiny import make_tiny_model
 
         return make_tiny_model(tmp_path_factory.mktemp("tiny") / "llama")
 
