@@ -352,7 +352,7 @@ def _walk(schema: Any, cfg: Any, prefix: str) -> None:
     for f in fields(schema):
         path = f"{prefix}{f.name}"
         value = getattr(cfg, f.name)
-        if is_dataclass(f.type) or is_dataclass(value):
+        if is_dataclass(value):
             _walk(value, value, path + ".")
         else:
             _check_field(path, value, f.metadata)
@@ -429,9 +429,7 @@ def schema_keys(schema: Any = GrpoConfig, prefix: str = "") -> List[str]:
     for f in fields(schema):
         path = f"{prefix}{f.name}"
         keys.append(path)
-        if is_dataclass(f.type):
-            keys.extend(schema_keys(f.type, path + "."))
-        elif isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
+        if isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
             keys.extend(schema_keys(f.default_factory, path + "."))
     return keys
 

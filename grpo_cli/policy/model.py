@@ -242,11 +242,6 @@ class Policy:
         return policy_summary(self)
 
 
-def reference_context(policy: Policy) -> ContextManager[nn.Module]:
-    """`with reference_context(policy) as ref: ref(input_ids=...)` (same as policy.reference())."""
-    return policy.reference()
-
-
 def _no_reference() -> ContextManager[nn.Module]:
     raise RuntimeError("this policy was built with need_reference=False (algo.beta = 0): "
                        "there is no reference model")

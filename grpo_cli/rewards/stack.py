@@ -125,10 +125,6 @@ class RewardStack:
             (c.name for c in self.components if c.name == "correctness"),
             next((c.name for c in self.components if c.fn_path == "correctness"), None))
 
-    @property
-    def names(self) -> List[str]:
-        return [c.name for c in self.components]
-
     def _score(self, comp: Component, prompts: Sequence[str], completions: Sequence[str],
                answers: Sequence[str], metadata: Dict[str, Any]) -> Tuple[Values, List[int]]:
         """(values, failed samples) of one component over the batch, isolated as the module

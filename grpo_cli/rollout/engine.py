@@ -46,10 +46,6 @@ class Rollout:
     def input_ids(self) -> torch.Tensor:
         return torch.cat([self.prompt_ids, self.completion_ids], dim=1)  # [N, P+L]
 
-    @property
-    def attention_mask(self) -> torch.Tensor:
-        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)  # [N, P+L]
-
     def select(self, rows: torch.Tensor | list[int]) -> Rollout:
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.prompt_ids.device)
         return Rollout(self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx],
