@@ -70,7 +70,7 @@ def cmd_train(args: list[str]) -> int:
         return 0
     from omegaconf import OmegaConf
 
-    from grpo_cli.compose import compose_config
+    from grpo_cli.config.compose import compose_config
 
     notes: list[str] = []
     dcfg, cfg = compose_config("train", overrides, notes=notes)
@@ -79,7 +79,7 @@ def cmd_train(args: list[str]) -> int:
             print(f"note: {note}", file=sys.stderr)
         print(OmegaConf.to_yaml(dcfg), end="")
         return 0
-    from grpo_cli.train import run
+    from grpo_cli.trainer.train import run
 
     _console_level(cfg)
     return run(cfg, dcfg, overrides, notes=notes)
@@ -97,7 +97,7 @@ def cmd_eval(args: list[str]) -> int:
                  and "," in a and "'" not in a else a for a in overrides]
     from omegaconf import OmegaConf
 
-    from grpo_cli.eval_config import eval_config
+    from grpo_cli.config.eval_config import eval_config
 
     dcfg, cfg = eval_config(overrides)
     if "cfg" in flags:
@@ -124,7 +124,7 @@ def _console_level(cfg) -> None:
 
 
 def cmd_recipes(args: list[str]) -> int:
-    from grpo_cli.recipes import format_recipes
+    from grpo_cli.config.recipes import format_recipes
 
     print(format_recipes())
     return 0
@@ -152,7 +152,7 @@ def cmd_export(args: list[str]) -> int:
                                                if k not in ("checkpoint", "out", "dtype")]
     if bad or "checkpoint" not in kv:
         raise UserError("usage: grpo export checkpoint=PATH [out=DIR] [dtype=fp32|bf16|fp16]")
-    from grpo_cli.export import DEFAULT_DTYPE, export_checkpoint
+    from grpo_cli.policy.export import DEFAULT_DTYPE, export_checkpoint
 
     dtype = kv.get("dtype", DEFAULT_DTYPE)
     out = export_checkpoint(Path(kv["checkpoint"]), Path(kv["out"]) if "out" in kv else None,
@@ -166,7 +166,7 @@ def cmd_plan(args: list[str]) -> int:
     if flags.get("help"):
         print(_help("plan_help"))
         return 0
-    from grpo_cli.compose import compose_config
+    from grpo_cli.config.compose import compose_config
     from grpo_cli.plan import run_plan
 
     gpu = [o for o in overrides if o.startswith("gpu=")]
@@ -221,9 +221,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def entry() -> None:
-    sys.exit(main())
-
-
 if __name__ == "__main__":
-    entry()
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """`grpo COMMAND --help`: each command's own usage and keys, read from the schema.
 
-The key lists come from the dataclasses in config.py, with the comment above each field as
+The key lists come from the dataclasses in config/schema.py, with the comment above each field as
 its description, so the help can never drift from the schema.
 """
 
@@ -11,7 +11,7 @@ import re
 from dataclasses import MISSING, fields, is_dataclass
 from typing import Any
 
-from grpo_cli import config as schema
+from grpo_cli.config import schema
 
 
 def field_comments(cls: type) -> dict[str, str]:
@@ -55,7 +55,7 @@ def key_lines(cls: type, prefix: str, only: tuple[str, ...] | None = None) -> li
 
 
 def _groups_and_recipes(command: str) -> list[str]:
-    from grpo_cli.compose import GROUPS, group_options, recipe_dir
+    from grpo_cli.config.compose import GROUPS, group_options, recipe_dir
 
     lines = ["config groups (choose with GROUP=OPTION):"]
     for group in GROUPS:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from grpo_cli.config import GrpoConfig
+from grpo_cli.config.schema import GrpoConfig
 from grpo_cli.errors import UserError
 
 GiB = 2**30
@@ -131,7 +131,7 @@ def merge_verdict(cfg: GrpoConfig, arch: dict[str, int], parts: dict[str, float]
     """Whether `auto` will merge on this GPU: while sampling, the weights, LoRA + optimizer
     state, KV cache and overhead are held; the rest is free for the merged copy (merge.py's
     rule: the copy + 20% + 1 GiB)."""
-    from grpo_cli.merge import merge_fits
+    from grpo_cli.policy.merge import merge_fits
 
     held = sum(parts[k] for k in ("weights", "lora + optimizer", "kv_cache", "overhead"))
     need, free = merged_copy_bytes(cfg, arch), max(0.0, budget - held)

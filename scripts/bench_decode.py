@@ -34,10 +34,10 @@ def main() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from grpo_cli.fused_lora import fuse_lora_layers
-    from grpo_cli.merge import merged_for_decoding
-    from grpo_cli.model import ensure_chat_template
-    from grpo_cli.rollout import draw_inverse_cdf, draw_multinomial, sample_tokens
+    from grpo_cli.policy.fused_lora import fuse_lora_layers
+    from grpo_cli.policy.merge import merged_for_decoding
+    from grpo_cli.policy.model import ensure_chat_template
+    from grpo_cli.rollout.hf import draw_inverse_cdf, draw_multinomial, sample_tokens
 
     path = args.model or demo_model()
     tok = AutoTokenizer.from_pretrained(path)

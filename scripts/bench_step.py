@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 def demo_model() -> Path:
     """The cached SmolLM2-135M-Instruct folder grpo trains by default (built if missing)."""
-    from grpo_cli.demo_model import ensure_demo_model
+    from grpo_cli.policy.demo_model import ensure_demo_model
 
     return ensure_demo_model()
 
@@ -88,8 +88,8 @@ def build_random_qwen7b(folder: Path, tokenizer_from: Path, shape: dict = QWEN25
 
 def render_prompts(tok, n: int) -> list[dict]:
     """The first n arith problems: question, answer and the chat-rendered hash-template prompt
-    (`tok` must have a chat template: grpo_cli.model.ensure_chat_template)."""
-    from grpo_cli.config import ArithConfig
+    (`tok` must have a chat template: grpo_cli.policy.model.ensure_chat_template)."""
+    from grpo_cli.config.schema import ArithConfig
     from grpo_cli.data import build_messages, render_prompt
     from grpo_cli.data.arith import generate
 
@@ -103,7 +103,7 @@ def write_prompts(model: Path, n: int, path: Path) -> str | None:
     token grpo picks for this model, so that TRL gets the same one."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from grpo_cli.model import ensure_chat_template, pick_pad_token, stop_token_ids
+    from grpo_cli.policy.model import ensure_chat_template, pick_pad_token, stop_token_ids
 
     tok = AutoTokenizer.from_pretrained(model)
     ensure_chat_template(tok, None)

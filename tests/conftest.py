@@ -1,12 +1,11 @@
-"""Shared pytest fixtures: tiny random models built locally (no download), markers."""
+"""Shared pytest fixtures: tiny random models built locally (support/tiny.py), markers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from grpo_cli.tiny import make_tiny_model
+from tiny import make_tiny_model
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
-from grpo_cli.config import DataConfig
+from grpo_cli.config.schema import DataConfig
 from grpo_cli.data.record import Example
 from grpo_cli.data.sources import Row
 from grpo_cli.errors import UserError

@@ -21,7 +21,7 @@ import logging
 import random
 from typing import Callable, Optional
 
-from grpo_cli.config import ArithConfig
+from grpo_cli.config.schema import ArithConfig
 from grpo_cli.errors import UserError
 
 log = logging.getLogger("grpo")

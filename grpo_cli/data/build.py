@@ -25,7 +25,7 @@ import random
 from collections import Counter
 from typing import Any, Optional, Sequence
 
-from grpo_cli.config import DataConfig
+from grpo_cli.config.schema import DataConfig
 from grpo_cli.data import arith
 from grpo_cli.data.adapters import ADAPTERS, Adapter
 from grpo_cli.data.record import DatasetSplits, Example, Record

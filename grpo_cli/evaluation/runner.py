@@ -4,7 +4,7 @@
     evaluate_policy(policy, records, cfg)  the shared core, also called by the training loop
                                            every `trainer.eval_every` steps (logs eval/accuracy)
     load_checkpoint_config(path)           a checkpoint's saved config, with one-line errors
-                                           (it lives in checkpoint.py; re-exported here)
+                                           (it lives in trainer/checkpoint.py; re-exported here)
 
 Generation is greedy when `eval.num_samples` is 1; with n > 1 it samples with
 `eval.temperature` / `top_p` / `top_k`. `eval.max_new_tokens` caps each completion. These
@@ -27,8 +27,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from grpo_cli.checkpoint import load_checkpoint_config
-from grpo_cli.config import GrpoConfig, RewardComponent
+from grpo_cli.config.schema import GrpoConfig, RewardComponent
 from grpo_cli.errors import UserError
 from grpo_cli.evaluation.completions import load_problems
 from grpo_cli.evaluation.report import (
@@ -39,6 +38,7 @@ from grpo_cli.evaluation.report import (
     summarize,
     write_report,
 )
+from grpo_cli.trainer.checkpoint import load_checkpoint_config
 
 
 def model_short_name(name_or_path: str) -> str:
@@ -114,7 +114,7 @@ def _generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
                        advance: Optional[Callable[[int], None]] = None) -> list[Problem]:
     """Completions for every record, chunk by chunk (about eval.batch_size sequences each)."""
     from grpo_cli.data import render_prompt
-    from grpo_cli.rollout import generate
+    from grpo_cli.rollout.engine import generate
 
     n = cfg.eval.num_samples
     settings = _generation_settings(cfg)
@@ -232,8 +232,8 @@ def run_eval(cfg: GrpoConfig) -> dict:
     if cfg.eval.completions:
         report, rows = _grade_file(cfg)
     else:
-        from grpo_cli.model import build_policy
-        from grpo_cli.threads import set_cpu_threads
+        from grpo_cli.policy.model import build_policy
+        from grpo_cli.trainer.threads import set_cpu_threads
 
         set_cpu_threads(cfg.trainer.cpu_threads, cfg.model.device)
         policy = build_policy(cfg.model, need_reference=False)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from grpo_cli.config import RewardComponent, RewardConfig
+from grpo_cli.config.schema import RewardComponent, RewardConfig
 from grpo_cli.errors import UserError
 from grpo_cli.rewards.builtin import REGISTRY, VALIDATORS
 from grpo_cli.rewards.isolation import CallOutcome, run_isolated
@@ -124,10 +124,6 @@ class RewardStack:
         self.correctness_name = next(
             (c.name for c in self.components if c.name == "correctness"),
             next((c.name for c in self.components if c.fn_path == "correctness"), None))
-
-    @property
-    def names(self) -> List[str]:
-        return [c.name for c in self.components]
 
     def _score(self, comp: Component, prompts: Sequence[str], completions: Sequence[str],
                answers: Sequence[str], metadata: Dict[str, Any]) -> Tuple[Values, List[int]]:

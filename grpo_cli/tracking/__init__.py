@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, ContextManager, Optional
 
-from grpo_cli.config import LoggerConfig
+from grpo_cli.config.schema import LoggerConfig
 from grpo_cli.errors import UserError
 from grpo_cli.tracking.console import Progress, QuietView, make_view
 from grpo_cli.tracking.health import HealthMonitor, HealthThresholds, HealthWarning

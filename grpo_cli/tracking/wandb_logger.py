@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import urlparse
 
-from grpo_cli.config import WandbConfig
+from grpo_cli.config.schema import WandbConfig
 
 # Quiet, fast init: no git scan, no code upload, no W&B banner.
 WANDB_ENV = {"WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true", "WANDB_DISABLE_CODE": "true"}

@@ -9,9 +9,9 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from grpo_cli.compose import GROUPS, compose_config, group_options, recipe_dir
-from grpo_cli.config import ConfigError
-from grpo_cli.recipes import HEADER_KEYS, list_recipes
+from grpo_cli.config.compose import GROUPS, compose_config, group_options, recipe_dir
+from grpo_cli.config.recipes import HEADER_KEYS, list_recipes
+from grpo_cli.config.schema import ConfigError
 
 RECIPES = sorted(p.stem for p in recipe_dir().glob("*.yaml"))
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from grpo_cli.compose import (
+from grpo_cli.config.compose import (
     GROUPS,
     apply_group_choices,
     compose_config,
@@ -24,7 +24,7 @@ from grpo_cli.compose import (
     group_options,
     recipe_dir,
 )
-from grpo_cli.config import ConfigError, GrpoConfig
+from grpo_cli.config.schema import ConfigError, GrpoConfig
 
 RECIPES = sorted(p.stem for p in recipe_dir().glob("*.yaml"))
 # A required key a group leaves open, given on the command line so the config composes.

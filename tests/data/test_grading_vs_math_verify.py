@@ -7,7 +7,7 @@ gold its elements boxed one by one, otherwise a hedge with W), W boxed, the gold
 without `$`, and the gold assigned (`$y = gold$`) inside a sentence. The gold is given to
 math-verify as `$gold$` (a bare `\\frac{a}{b}` or `p - q` is not LaTeX it finds). Every
 disagreement must be listed in KNOWN with the reason, so a change on either side shows up
-here; today there are none (the hand-written cases of tests/unit/grading_cases.md, compared
+here; today there are none (the hand-written cases of tests/rewards/grading_cases.md, compared
 in test_rewards_grading.py, have theirs). Run with `pytest -s` to see the agreement.
 """
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from tiny_run import base_args
 
-HERE = Path(__file__).resolve().parents[1] / "integration"
+HERE = Path(__file__).resolve().parents[1] / "cli"
 
 
 @pytest.mark.gpu

@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def base_args(model: Path, out: Path, steps: int, *extra: str) -> list[str]:
-    """The shared fast CPU config (tests/tiny_run.py), with this folder's toy reward."""
+    """The shared fast CPU config (tests/support/tiny_run.py), with this folder's toy reward."""
     return tiny_run.base_args(model, out, steps, *extra, reward="faulty_rewards:digit_share")
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 from reliability_cli import assert_one_error_line, base_args, grpo_many
-
-from grpo_cli.tiny import make_tiny_model
+from tiny import make_tiny_model
 
 
 def _no_eos_model(root: Path) -> Path:

@@ -24,7 +24,7 @@ from reliability_cli import (
 )
 from tiny_run import signal_after_first_step
 
-from grpo_cli.checkpoint import find_latest
+from grpo_cli.trainer.checkpoint import find_latest
 
 REFUSED = ("algo.num_generations", "model.lora.r", "model.name_or_path")
 

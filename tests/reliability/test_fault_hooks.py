@@ -9,10 +9,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from grpo_cli import faults
-from grpo_cli.checkpoint import find_latest, is_checkpoint, recover_interrupted, save_checkpoint
 from grpo_cli.errors import UserError
-from grpo_cli.step import _halve_micro_batch, _halve_rollout_batch, _retry_on_oom
+from grpo_cli.trainer import faults
+from grpo_cli.trainer.checkpoint import (
+    find_latest,
+    is_checkpoint,
+    recover_interrupted,
+    save_checkpoint,
+)
+from grpo_cli.trainer.step import _halve_micro_batch, _halve_rollout_batch, _retry_on_oom
 
 
 @pytest.fixture

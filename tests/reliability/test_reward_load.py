@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from grpo_cli.config import RewardComponent
+from grpo_cli.config.schema import RewardComponent
 from grpo_cli.rewards.stack import RewardStack, build_component
 
 N = 256

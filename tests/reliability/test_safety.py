@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import grpo_cli
-from grpo_cli.compose import compose_config
-from grpo_cli.config import ModelConfig
+from grpo_cli.config.compose import compose_config
+from grpo_cli.config.schema import ModelConfig
 
 PACKAGE = Path(grpo_cli.__file__).resolve().parent
 
@@ -31,7 +31,7 @@ class Loaded(Exception):
 def test_build_policy_passes_trust_remote_code_through(monkeypatch, tiny_llama_path, trust):
     import transformers
 
-    from grpo_cli.model import build_policy
+    from grpo_cli.policy.model import build_policy
 
     seen: list[dict] = []
 

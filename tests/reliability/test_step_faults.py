@@ -1,5 +1,5 @@
 """Faults inside a training step, through the real CLI: NaN losses and out-of-memory errors
-(injected with GRPO_FAULT, see grpo_cli/faults.py).
+(injected with GRPO_FAULT, see grpo_cli/trainer/faults.py).
 
 The module fixture starts every run (two at a time); each test checks one of them.
 """

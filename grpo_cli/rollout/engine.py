@@ -1,0 +1,174 @@
+"""The rollout contract: prompts and sampling settings in, a `Rollout` out.
+
+`generate` samples `num_samples` completions per prompt, batched across prompts with left
+padding, with our decode loop (`hf.py`, the one engine today). Another engine lands as a
+sibling module of `hf.py` and returns the same `Rollout`: rewards, advantages and the loss
+never know which engine ran.
+
+A `Rollout` holds everything later stages need, as tensors on the policy's device:
+
+    prompt_ids       [N, P]  left-padded prompt tokens (N = prompts x samples, grouped:
+                             rows i*S .. i*S+S-1 belong to prompt i)
+    prompt_mask      [N, P]
+    completion_ids   [N, L]  right-padded; tokens after the first EOS are pad
+    completion_mask  [N, L]  1 for completion tokens up to and including the first EOS
+    truncated        [N]     True when no EOS came within max_new_tokens
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+
+from grpo_cli.policy.tokenizer import stop_token_ids
+from grpo_cli.rollout.hf import sample_tokens
+
+
+@dataclass
+class Rollout:
+    prompt_ids: torch.Tensor  # [N, P]
+    prompt_mask: torch.Tensor  # [N, P]
+    completion_ids: torch.Tensor  # [N, L]
+    completion_mask: torch.Tensor  # [N, L]
+    truncated: torch.Tensor  # [N] bool
+    texts: list[str]
+    # [N, L] float32 log-probs of the tokens under the weights that sampled them, kept when
+    # those were not the trainer's own (LoRA merged for decoding); None otherwise.
+    sampler_logp: Optional[torch.Tensor] = None
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.completion_mask.sum(dim=1)  # [N]
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)  # [N, P+L]
+
+    def select(self, rows: torch.Tensor | list[int]) -> Rollout:
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.prompt_ids.device)
+        return Rollout(self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx],
+                       self.completion_mask[idx], self.truncated[idx],
+                       [self.texts[i] for i in idx.tolist()],
+                       self.sampler_logp[idx] if self.sampler_logp is not None else None)
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token that ends a completion: the tokenizer's EOS and the generation config's."""
+    return sorted(stop_token_ids(tokenizer, model))
+
+
+def _completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor,
+                                                                                  torch.Tensor]:
+    """Mask up to and including the first EOS; truncated = no EOS at all."""
+    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))
+    has_eos = is_eos.any(dim=1)  # [N]
+    L = completion_ids.shape[1]
+    first_eos = torch.where(has_eos, is_eos.float().argmax(dim=1), torch.full_like(has_eos, L,
+                                                                                   dtype=torch.long))
+    positions = torch.arange(L, device=completion_ids.device).unsqueeze(0)  # [1, L]
+    mask = (positions <= first_eos.unsqueeze(1)).long()  # [N, L]
+    return mask, ~has_eos
+
+
+@torch.no_grad()
+def generate(model: Any, tokenizer: Any, prompts: list[str], *, num_samples: int,
+             max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+             min_new_tokens: int = 0, greedy: bool = False, batch_size: Optional[int] = None,
+             on_batch: Optional[Callable[[int], None]] = None,
+             merge_adapters: str = "off") -> Rollout:
+    """Sample `num_samples` completions for each (chat-rendered) prompt.
+
+    `batch_size` caps the sequences generated at once (prompts are never split across
+    batches, so a group is sampled together). `on_batch(n)` is called after each batch with
+    the number of sequences done (a progress bar hook). `merge_adapters` (off / on / auto)
+    decodes with LoRA merged into dense weights (see policy/merge.py); sampled rollouts decoded so
+    keep their sampler log-probs (`Rollout.sampler_logp`) for the trainer's correction.
+    """
+    from grpo_cli.policy.merge import merged_for_decoding
+
+    device = next(model.parameters()).device
+    eos_ids = eos_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id
+    per_batch = max(1, (batch_size or len(prompts) * num_samples) // num_samples)
+    pieces = []
+    was_training = model.training
+    model.eval()
+    try:
+        with merged_for_decoding(model, merge_adapters) as merged:
+            keep_logp = merged and not greedy
+            for start in range(0, len(prompts), per_batch):
+                enc = tokenizer(prompts[start:start + per_batch], return_tensors="pt",
+                                padding=True, add_special_tokens=False).to(device)
+                out = sample_tokens(
+                    model, enc["input_ids"], enc["attention_mask"], num_samples=num_samples,
+                    max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
+                    min_new_tokens=min_new_tokens, temperature=temperature, top_p=top_p,
+                    top_k=top_k, greedy=greedy, with_logprobs=keep_logp)
+                completion, logp = out if keep_logp else (out, None)  # [n*S, T] each
+                pieces.append((enc["input_ids"].repeat_interleave(num_samples, dim=0),
+                               enc["attention_mask"].repeat_interleave(num_samples, dim=0),
+                               completion, logp))
+                if on_batch is not None:
+                    on_batch(completion.shape[0])
+    finally:
+        if was_training:
+            model.train()
+    return _assemble(pieces, eos_ids, pad_id, tokenizer)
+
+
+def _pad_to(t: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
+    gap = width - t.shape[1]
+    if gap == 0:
+        return t
+    fill = torch.full((t.shape[0], gap), value, dtype=t.dtype, device=t.device)
+    return torch.cat([fill, t] if left else [t, fill], dim=1)
+
+
+def _assemble(pieces: list, eos_ids: list[int], pad_id: int, tokenizer: Any) -> Rollout:
+    P = max(p[0].shape[1] for p in pieces)
+    L = max(max(p[2].shape[1] for p in pieces), 1)
+    prompt_ids = torch.cat([_pad_to(p[0], P, pad_id, left=True) for p in pieces])  # [N, P]
+    prompt_mask = torch.cat([_pad_to(p[1], P, 0, left=True) for p in pieces])  # [N, P]
+    completion_ids = torch.cat([_pad_to(p[2], L, pad_id, left=False) for p in pieces])  # [N, L]
+    completion_mask, truncated = _completion_mask(completion_ids, eos_ids)
+    completion_ids = torch.where(completion_mask.bool(), completion_ids,
+                                 torch.full_like(completion_ids, pad_id))  # [N, L]
+    texts = tokenizer.batch_decode(
+        [ids[: int(n)] for ids, n in zip(completion_ids, completion_mask.sum(1))],
+        skip_special_tokens=True)
+    logp = None
+    if pieces[0][3] is not None:
+        logp = torch.cat([_pad_to(p[3], L, 0, left=False) for p in pieces])  # [N, L]
+        logp = logp * completion_mask  # [N, L]
+    return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, truncated, texts,
+                   logp)
+
+
+def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
+    """Stack rollouts of different prompt/completion widths into one (re-padded)."""
+    if len(parts) == 1:
+        return parts[0]
+    P = max(r.prompt_ids.shape[1] for r in parts)
+    L = max(r.completion_ids.shape[1] for r in parts)
+    return Rollout(
+        torch.cat([_pad_to(r.prompt_ids, P, pad_id, left=True) for r in parts]),  # [N, P]
+        torch.cat([_pad_to(r.prompt_mask, P, 0, left=True) for r in parts]),  # [N, P]
+        torch.cat([_pad_to(r.completion_ids, L, pad_id, left=False) for r in parts]),  # [N, L]
+        torch.cat([_pad_to(r.completion_mask, L, 0, left=False) for r in parts]),  # [N, L]
+        torch.cat([r.truncated for r in parts]),  # [N]
+        [t for r in parts for t in r.texts],
+        _concat_sampler_logp(parts, L))
+
+
+def _concat_sampler_logp(parts: list[Rollout], L: int) -> Optional[torch.Tensor]:
+    """Per-row sampler log-probs of stacked rollouts: NaN rows for a part drawn by the
+    trainer's own weights (nothing to correct there: the loss uses the trainer's own), None
+    when no part kept any."""
+    if all(r.sampler_logp is None for r in parts):
+        return None
+    rows = [_pad_to(r.sampler_logp, L, 0, left=False) if r.sampler_logp is not None
+            else torch.full(r.completion_ids.shape[:1] + (L,), torch.nan,
+                            device=r.completion_ids.device) for r in parts]
+    return torch.cat(rows)  # [N, L]

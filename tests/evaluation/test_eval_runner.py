@@ -1,0 +1,133 @@
+"""`run_eval` end to end on a tiny random checkpoint (CPU), the default report folder, and the
+one-line errors for bad checkpoints and datasets.
+
+The tiny model is random, so its accuracy is about 0: only keys, types and files are checked.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from grpo_cli.config.schema import GrpoConfig
+from grpo_cli.errors import UserError
+from grpo_cli.evaluation import load_checkpoint_config, run_eval
+from grpo_cli.evaluation.runner import default_out_dir
+
+REPORT_KEYS = {
+    "dataset": str, "num_examples": int, "num_samples": int, "accuracy": float,
+    "accuracy_se": float, "accuracy_strict": float, "accuracy_strict_se": float,
+    "accuracy_flexible": float, "accuracy_flexible_se": float, "format_rate": float,
+    "mean_completion_tokens": float, "truncated_rate": float, "by_level": dict,
+    "by_subject": dict, "model": str, "checkpoint": str, "date": str, "config": dict,
+}
+CONFIG_KEYS = {"template", "max_new_tokens", "temperature", "greedy", "extraction_order"}
+
+
+def _make_checkpoint(run_dir: Path, base: Path) -> Path:
+    """<run_dir>/checkpoints/final with policy/ (a LoRA adapter + tokenizer) and config.yaml."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ckpt = run_dir / "checkpoints" / "final"
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=2, lora_alpha=4, target_modules="all-linear"))
+    model.save_pretrained(ckpt / "policy")
+    AutoTokenizer.from_pretrained(base).save_pretrained(ckpt / "policy")
+    return ckpt
+
+
+def _tiny_cfg(base: Path, ckpt: Path, out: Path | None, num_samples: int) -> GrpoConfig:
+    cfg = GrpoConfig()
+    cfg.model.name_or_path = str(base)
+    cfg.model.adapter_path = str(ckpt / "policy")
+    cfg.model.device = "cpu"
+    cfg.checkpoint = str(ckpt)
+    cfg.data.name, cfg.data.template = "arith", "hash"
+    cfg.data.arith.num_examples, cfg.data.test_size = 40, 0.25
+    cfg.eval.limit, cfg.eval.num_samples, cfg.eval.batch_size = 3, num_samples, 4
+    cfg.eval.max_new_tokens = 6
+    cfg.eval.out = None if out is None else str(out)
+    cfg.logger.console = "quiet"
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_base(request, tmp_path_factory) -> Path:
+    pytest.importorskip("grpo_cli.policy.model")
+    try:
+        return Path(request.getfixturevalue("tiny_llama_path"))
+    except pytest.FixtureLookupError:
+        from tiny import make_tiny_model
+
+        return make_tiny_model(tmp_path_factory.mktemp("tiny") / "llama")
+
+
+@pytest.mark.parametrize("num_samples", [1, 2])
+def test_run_eval_on_tiny_checkpoint(tmp_path: Path, tiny_base: Path, num_samples: int) -> None:
+    ckpt = _make_checkpoint(tmp_path / "run", tiny_base)
+    cfg = _tiny_cfg(tiny_base, ckpt, None, num_samples)
+    (ckpt / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    assert isinstance(load_checkpoint_config(ckpt), DictConfig)
+    report = run_eval(cfg)
+
+    out = tmp_path / "run" / "eval" / "arith"  # the default: <run dir>/eval/<dataset>
+    saved = json.loads((out / "report.json").read_text())
+    for key, kind in REPORT_KEYS.items():
+        assert isinstance(saved[key], kind), key
+    assert CONFIG_KEYS <= set(saved["config"])
+    assert saved["config"]["greedy"] is (num_samples == 1)
+    assert saved["config"]["max_new_tokens"] == 6
+    assert (saved["num_examples"], saved["num_samples"]) == (3, num_samples)
+    ks = [1] if num_samples == 1 else [1, 2]
+    assert all(isinstance(saved[f"pass@{k}"], float) for k in ks)
+    assert all(isinstance(saved[f"maj@{k}"], float) for k in ks)
+    assert 0 < saved["mean_completion_tokens"] <= 6
+    assert saved["by_subject"]  # arith rows carry subject / level
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(len(r["completions"]) == num_samples for r in rows)
+    assert report["accuracy"] == saved["accuracy"]
+
+
+def test_default_out_dir() -> None:
+    cfg = GrpoConfig()
+    cfg.model.name_or_path, cfg.data.name = "Qwen/Qwen2.5-0.5B-Instruct", "gsm8k"
+    assert default_out_dir(cfg) == Path("outputs/eval/Qwen2.5-0.5B-Instruct/gsm8k")
+    cfg.checkpoint = "outputs/run1/checkpoints/step_50"
+    assert default_out_dir(cfg) == Path("outputs/run1/eval/gsm8k")
+    cfg.eval.out = "elsewhere"
+    assert default_out_dir(cfg) == Path("elsewhere")
+
+
+def test_bad_checkpoints(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        load_checkpoint_config(tmp_path / "missing")
+    (tmp_path / "run" / "checkpoints" / "final").mkdir(parents=True)
+    with pytest.raises(UserError, match="run folder"):
+        load_checkpoint_config(tmp_path / "run")
+    with pytest.raises(UserError, match="config.yaml"):
+        load_checkpoint_config(tmp_path / "run" / "checkpoints" / "final")
+    (tmp_path / "run" / "checkpoints" / "final" / "config.yaml").write_text("model: {}\n")
+    with pytest.raises(UserError, match="policy/"):
+        load_checkpoint_config(tmp_path / "run" / "checkpoints" / "final")
+
+
+def test_unknown_dataset_is_one_line(tmp_path: Path) -> None:
+    cfg = GrpoConfig()
+    cfg.data.name = "imagenet"
+    cfg.eval.completions = str(tmp_path / "c.jsonl")
+    with pytest.raises(UserError, match="data.name=imagenet is not a known dataset"):
+        run_eval(cfg)
+
+
+def test_completions_file_with_missing_fields(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"answer": "1", "completion": "#### 1"}) + "\n"
+                    + json.dumps({"completion": "#### 2"}) + "\n")
+    cfg = GrpoConfig()
+    cfg.data.name = "arith"  # the schema leaves data.name to a data=OPTION
+    cfg.eval.completions, cfg.eval.out = str(path), str(tmp_path / "out")
+    with pytest.raises(UserError, match=r"c\.jsonl:2: missing 'answer'"):
+        run_eval(cfg)
+    assert not (tmp_path / "out").exists()
