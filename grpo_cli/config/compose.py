@@ -33,13 +33,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from grpo_cli.config.rules import validate
 from grpo_cli.config.schema import (
     ConfigError,
     GrpoConfig,
     RewardComponent,
     command_of,
     schema_keys,
-    validate,
 )
 
 log = logging.getLogger("grpo")

@@ -3,8 +3,8 @@
 The YAML files under `configs/` and `recipes/` only set values; every key, its type and its
 default live here, once. Hydra merges the YAML onto these dataclasses, so a misspelt key or a
 wrong type fails at compose time. Allowed values and ranges are data too: a field's metadata
-may hold `choices`, `min` / `max` (inclusive) or `gt` (exclusive), and `validate()` checks
-them, plus the cross-field rules in `CROSS_FIELD_RULES`.
+may hold `choices`, `min` / `max` (inclusive) or `gt` (exclusive), and `rules.validate()`
+checks them, plus the cross-field rules in `rules.CROSS_FIELD_RULES`.
 
 Required values are `???` (MISSING). A comment above each field says what it means.
 
@@ -16,9 +16,9 @@ line of the other command is refused (`command_of`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING
 
 from grpo_cli.errors import UserError
 
@@ -330,97 +330,6 @@ class GrpoConfig:
 
 class ConfigError(UserError):
     """A user-facing configuration error: one line, exit code 2."""
-
-
-def _check_field(path: str, value: Any, meta: dict) -> None:
-    if value is None or isinstance(value, (DictConfig,)):
-        return
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{path}={value!r} is not allowed; choose one of: "
-                          + ", ".join(map(str, choices)))
-    lo, hi, gt = meta.get("min"), meta.get("max"), meta.get("gt")
-    if lo is not None and value < lo:
-        raise ConfigError(f"{path}={value} is out of range; it must be >= {lo}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"{path}={value} is out of range; it must be <= {hi}")
-    if gt is not None and value <= gt:
-        raise ConfigError(f"{path}={value} is out of range; it must be > {gt}")
-
-
-def _walk(schema: Any, cfg: Any, prefix: str) -> None:
-    for f in fields(schema):
-        path = f"{prefix}{f.name}"
-        value = getattr(cfg, f.name)
-        if is_dataclass(value):
-            _walk(value, value, path + ".")
-        else:
-            _check_field(path, value, f.metadata)
-
-
-def _rule_clip(c: GrpoConfig) -> str | None:
-    if c.algo.epsilon_low >= 1:
-        return f"algo.epsilon_low={c.algo.epsilon_low} must be < 1 (the ratio floor 1-eps > 0)"
-    return None
-
-
-def _rule_min_tokens(c: GrpoConfig) -> str | None:
-    if c.rollout.min_new_tokens > c.rollout.max_new_tokens:
-        return (f"rollout.min_new_tokens={c.rollout.min_new_tokens} must be <= "
-                f"rollout.max_new_tokens={c.rollout.max_new_tokens}")
-    return None
-
-
-def _rule_quant_lora(c: GrpoConfig) -> str | None:
-    if c.model.quantization != "none" and not c.model.lora.enabled:
-        return (f"model.quantization={c.model.quantization} needs model.lora.enabled=true: "
-                "quantized base weights cannot be trained directly")
-    return None
-
-
-def _rule_rewards(c: GrpoConfig) -> str | None:
-    if not c.reward.components:
-        return "reward.components is empty: name at least one reward (e.g. reward=math)"
-    return None
-
-
-def _rule_kl_target(c: GrpoConfig) -> str | None:
-    if c.algo.kl_target is not None and c.algo.beta <= 0:
-        return (f"algo.kl_target={c.algo.kl_target} needs a starting algo.beta > 0 (the "
-                "controller scales beta up or down, and 0 stays 0); e.g. algo.beta=0.04")
-    return None
-
-
-def _rule_lora_dropout(c: GrpoConfig) -> str | None:
-    if c.model.lora.enabled and c.model.lora.dropout > 0:
-        return (f"model.lora.dropout={c.model.lora.dropout} is not supported by grpo train: "
-                "GRPO's importance ratio compares log-probs of the same tokens across passes, "
-                "and random dropout masks make them differ; set model.lora.dropout=0")
-    return None
-
-
-def _rule_rloo(c: GrpoConfig) -> str | None:
-    if c.algo.baseline == "rloo" and c.algo.num_generations < 2:
-        return "algo.baseline=rloo needs algo.num_generations >= 2"
-    return None
-
-
-CROSS_FIELD_RULES: List[Callable[[GrpoConfig], Optional[str]]] = [
-    _rule_clip, _rule_min_tokens, _rule_quant_lora, _rule_rewards, _rule_rloo,
-    _rule_kl_target, _rule_lora_dropout,
-]
-
-
-def validate(cfg: GrpoConfig, *, for_training: bool = True) -> None:
-    """Check choices, ranges and cross-field rules; raise ConfigError with one line."""
-    _walk(GrpoConfig, cfg, "")
-    for name, comp in cfg.reward.components.items():
-        _walk(RewardComponent, comp, f"reward.components.{name}.")
-    rules = CROSS_FIELD_RULES if for_training else [_rule_clip, _rule_min_tokens]
-    for rule in rules:
-        problem = rule(cfg)
-        if problem:
-            raise ConfigError(problem)
 
 
 def schema_keys(schema: Any = GrpoConfig, prefix: str = "") -> List[str]:
