@@ -221,7 +221,9 @@ def combine_metrics(parts: Iterable[Mapping[str, Tensor]],
     ``clip_ratio/high``, ``ratio_mean``, ``sampler/is_weight``, ``sampler/logp_gap`` (masked
     token means over all of them) and ``pg_loss``: the micro-batch shares of one update add
     up to that update's full-batch value (when its ``num_seqs``/``num_tokens`` were passed),
-    and the updates are averaged, like the logged ``loss``.
+    and the updates are averaged, like the logged ``loss``. When no token counted (every
+    completion masked) the token means are left out: nothing was measured, and 0 would read
+    as a measurement.
     """
     keys = ("pg_loss", "kl_sum", "clip_low_sum", "clip_high_sum", "ratio_sum",
             "is_weight_sum", "sampler_gap_sum", "num_tokens")
@@ -229,10 +231,13 @@ def combine_metrics(parts: Iterable[Mapping[str, Tensor]],
     for part in parts:
         for key in keys:
             total[key] += float(part[key])
-    tokens = max(total["num_tokens"], 1.0)
+    pg_loss = total["pg_loss"] / max(num_updates, 1)
+    tokens = total["num_tokens"]
+    if tokens <= 0:
+        return {"pg_loss": pg_loss}
     low, high = total["clip_low_sum"] / tokens, total["clip_high_sum"] / tokens
     return {
-        "pg_loss": total["pg_loss"] / max(num_updates, 1),
+        "pg_loss": pg_loss,
         "kl": total["kl_sum"] / tokens,
         "clip_ratio": low + high,  # low and high clipping are disjoint
         "clip_ratio/low": low,

@@ -1,8 +1,9 @@
 """What a run reports beyond the step's math, kept honest: a warning for a setting that can
-do nothing, no number where nothing was measured, samples files a reader can use.
+do nothing, and samples files a reader can use. (Metrics nothing was measured for, `kl`
+without a reference or token means with no token, are left out where they are made:
+step.train_on_batch and loss.combine_metrics.)
 
     reward_template_problems(cfg)        a reward that can never fire under data.template
-    drop_unmeasured(metrics, algo, ro)   leave out metrics nothing was measured for
     sample_rows(engine, batch, adv)      the rows of samples/step-N.jsonl
 """
 
@@ -13,17 +14,12 @@ from typing import Any
 
 import torch
 
-from grpo_cli.config.schema import AlgoConfig, GrpoConfig
+from grpo_cli.config.schema import GrpoConfig
 
 # Built-in rewards that score one prompt template's layout only (None under the others).
 TEMPLATE_ONLY_REWARDS = {"tag_count": ("r1", "the <think>/<answer> tags")}
 TEMPLATE_FORMS = {"r1": "<think>..</think><answer>..</answer>", "hash": "'#### N'",
                   "boxed": "\\boxed{}"}
-
-# Means over the tokens the loss counted: with none counted they are not 0, they are absent.
-TOKEN_MEANS = ("kl", "clip_ratio", "clip_ratio/low", "clip_ratio/high", "ratio_mean",
-               "sampler/is_weight", "sampler/logp_gap")
-
 
 def reward_template_problems(cfg: GrpoConfig) -> list[str]:
     """One warning per reward component that the prompt template makes always inapplicable
@@ -39,19 +35,6 @@ def reward_template_problems(cfg: GrpoConfig) -> list[str]:
             f"{cfg.data.template} asks for {TEMPLATE_FORMS[cfg.data.template]}: it can never "
             f"fire; set data.template={need[0]} or drop it with ~reward.components.{name}")
     return problems
-
-
-def drop_unmeasured(metrics: dict[str, float], algo: AlgoConfig, rollout: Any) -> None:
-    """`kl` only when the reference policy ran (beta > 0 or a KL target); the token means
-    only when the loss counted a token (every completion masked: none)."""
-    if algo.beta == 0 and algo.kl_target is None:
-        metrics.pop("kl", None)
-    mask = rollout.completion_mask.bool()  # [N, L]
-    if algo.mask_truncated:
-        mask = mask & ~rollout.truncated.bool().unsqueeze(1)  # [N, L]
-    if not bool(mask.any()):
-        for key in TOKEN_MEANS:
-            metrics.pop(key, None)
 
 
 def sample_rows(engine: Any, batch: Any, adv: torch.Tensor) -> list[dict[str, Any]]:

@@ -372,8 +372,8 @@ def train_on_batch(engine: Engine, batch: ScoredBatch) -> tuple[dict[str, float]
         "time/logprob_s": t1 - t0, "time/train_s": t2 - t1,
     })
     if ref_all is None:
-        metrics["kl"] = 0.0
-    if not skipped and math.isfinite(metrics["kl"]):
+        metrics.pop("kl", None)  # no reference ran: no KL was measured
+    if not skipped and math.isfinite(metrics.get("kl", math.nan)):
         engine.kl_ctl.update(metrics["kl"], 1)
     return metrics, adv, skipped
 

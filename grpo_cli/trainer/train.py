@@ -46,7 +46,7 @@ from grpo_cli.config.schema import GrpoConfig
 from grpo_cli.errors import UserError
 from grpo_cli.trainer import checkpoint as ckpt
 from grpo_cli.trainer.optim import build_optimizer
-from grpo_cli.trainer.reporting import drop_unmeasured, reward_template_problems, sample_rows
+from grpo_cli.trainer.reporting import reward_template_problems, sample_rows
 from grpo_cli.trainer.run_dir import check_run_dir, resume_command
 from grpo_cli.trainer.sampler import PromptSampler
 from grpo_cli.trainer.step import Engine, collect_batch, repetition_rate, train_on_batch
@@ -350,7 +350,6 @@ def one_step(engine: Engine, step: int) -> tuple[dict, list[dict]]:
     correctness = engine.rewards.correctness_name  # the component that grades answers
     if correctness is not None:
         metrics["accuracy"] = float((batch.components[correctness] == 1.0).float().mean())
-    drop_unmeasured(metrics, engine.cfg.algo, ro)
     return metrics, sample_rows(engine, batch, adv)
 
 

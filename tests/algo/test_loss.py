@@ -302,3 +302,12 @@ def test_no_sampler_logprobs_means_weight_one() -> None:
                         0.0, "token_mean", max_len=3)
     metrics = combine_metrics([sums])
     assert metrics["sampler/is_weight"] == 1.0 and metrics["sampler/logp_gap"] == 0.0
+
+
+def test_no_counted_token_leaves_the_token_means_out() -> None:
+    # Every completion masked (e.g. all truncated under mask_truncated): pg_loss 0 is a value,
+    # but kl, clip ratios, ratio_mean and the sampler means were not measured at all.
+    logp = torch.zeros(2, 3)
+    _, sums = grpo_loss(logp, logp, logp, torch.ones(2), torch.zeros(2, 3), EPS_LOW, EPS_HIGH,
+                        0.1, "token_mean", max_len=3, sampler_logp=logp, is_cap=2.0)
+    assert combine_metrics([sums]) == {"pg_loss": 0.0}

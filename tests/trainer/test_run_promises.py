@@ -7,14 +7,13 @@ import json
 import shlex
 import sys
 import warnings
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from grpo_cli import cli
 from grpo_cli.config.compose import compose_config
-from grpo_cli.config.schema import AlgoConfig, ConfigError, LoggerConfig, WandbConfig
+from grpo_cli.config.schema import ConfigError, LoggerConfig, WandbConfig
 from grpo_cli.errors import UserError
 from grpo_cli.evaluation.compare import run_compare
 from grpo_cli.evaluation.runner import check_out_dir, default_out_dir
@@ -22,7 +21,7 @@ from grpo_cli.plan import run_plan
 from grpo_cli.tracking import build_tracker
 from grpo_cli.tracking.health import HealthThresholds
 from grpo_cli.trainer import threads
-from grpo_cli.trainer.reporting import drop_unmeasured, reward_template_problems
+from grpo_cli.trainer.reporting import reward_template_problems
 from grpo_cli.trainer.run_dir import check_run_dir, resume_command
 
 
@@ -154,15 +153,6 @@ def test_a_tag_reward_under_the_hash_template_warns():
     assert "reward.components.tag_count (tag_count)" in problem and "data.template=r1" in problem
     _, cfg = compose_config("train", ["data=gsm8k", "reward=r1", "data.template=r1"])
     assert reward_template_problems(cfg) == []
-
-
-def test_unmeasured_metrics_are_left_out():
-    ro = SimpleNamespace(completion_mask=torch.ones(2, 3), truncated=torch.tensor([True, True]))
-    metrics = {"kl": 0.0, "sampler/is_weight": 0.0, "loss": 0.1}
-    drop_unmeasured(metrics, AlgoConfig(beta=0.0), ro)
-    assert metrics == {"sampler/is_weight": 0.0, "loss": 0.1}  # no reference: no kl
-    drop_unmeasured(metrics, AlgoConfig(beta=0.0, mask_truncated=True), ro)
-    assert metrics == {"loss": 0.1}  # every token masked: no token means
 
 
 def test_health_warnings_survive_a_resume(tmp_path):

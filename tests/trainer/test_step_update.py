@@ -175,3 +175,12 @@ def test_mixed_sampler_logprobs_keep_per_row_correction(tiny_llama_path):
     want = float((2 * tokens[:4].sum() + tokens[4:].sum()) / tokens.sum())
     assert metrics["sampler/is_weight"] == pytest.approx(want, rel=1e-5)
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_kl_is_logged_only_when_a_reference_ran(tiny_llama_path):
+    engine = make_engine(tiny_llama_path, "algo.beta=0")
+    metrics, _, _ = train_on_batch(engine, scored_batch(engine))
+    assert "kl" not in metrics and "sampler/is_weight" in metrics
+    engine = make_engine(tiny_llama_path, "algo.beta=0.1")
+    metrics, _, _ = train_on_batch(engine, scored_batch(engine))
+    assert metrics["kl"] >= 0.0
