@@ -107,15 +107,32 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, num_samples: int
                     min_new_tokens=min_new_tokens, temperature=temperature, top_p=top_p,
                     top_k=top_k, greedy=greedy, with_logprobs=keep_logp)
                 completion, logp = out if keep_logp else (out, None)  # [n*S, T] each
-                pieces.append((enc["input_ids"].repeat_interleave(num_samples, dim=0),
-                               enc["attention_mask"].repeat_interleave(num_samples, dim=0),
-                               completion, logp))
+                pieces.append(_rollout_of_batch(
+                    enc["input_ids"].repeat_interleave(num_samples, dim=0),
+                    enc["attention_mask"].repeat_interleave(num_samples, dim=0),
+                    completion, logp, eos_ids, pad_id, tokenizer))
                 if on_batch is not None:
                     on_batch(completion.shape[0])
     finally:
         if was_training:
             model.train()
-    return _assemble(pieces, eos_ids, pad_id, tokenizer)
+    return concat_rollouts(pieces, pad_id)
+
+
+def _rollout_of_batch(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                      completion_ids: torch.Tensor, logp: Optional[torch.Tensor],
+                      eos_ids: list[int], pad_id: int, tokenizer: Any) -> Rollout:
+    """One generation batch as a Rollout: masks up to the first EOS, pad after it, texts."""
+    completion_mask, truncated = _completion_mask(completion_ids, eos_ids)  # [n, T], [n]
+    completion_ids = torch.where(completion_mask.bool(), completion_ids,
+                                 torch.full_like(completion_ids, pad_id))  # [n, T]
+    texts = tokenizer.batch_decode(
+        [ids[: int(n)] for ids, n in zip(completion_ids, completion_mask.sum(1))],
+        skip_special_tokens=True)
+    if logp is not None:
+        logp = logp * completion_mask  # [n, T]
+    return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, truncated, texts,
+                   logp)
 
 
 def _pad_to(t: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
@@ -124,26 +141,6 @@ def _pad_to(t: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor
         return t
     fill = torch.full((t.shape[0], gap), value, dtype=t.dtype, device=t.device)
     return torch.cat([fill, t] if left else [t, fill], dim=1)
-
-
-def _assemble(pieces: list, eos_ids: list[int], pad_id: int, tokenizer: Any) -> Rollout:
-    P = max(p[0].shape[1] for p in pieces)
-    L = max(max(p[2].shape[1] for p in pieces), 1)
-    prompt_ids = torch.cat([_pad_to(p[0], P, pad_id, left=True) for p in pieces])  # [N, P]
-    prompt_mask = torch.cat([_pad_to(p[1], P, 0, left=True) for p in pieces])  # [N, P]
-    completion_ids = torch.cat([_pad_to(p[2], L, pad_id, left=False) for p in pieces])  # [N, L]
-    completion_mask, truncated = _completion_mask(completion_ids, eos_ids)
-    completion_ids = torch.where(completion_mask.bool(), completion_ids,
-                                 torch.full_like(completion_ids, pad_id))  # [N, L]
-    texts = tokenizer.batch_decode(
-        [ids[: int(n)] for ids, n in zip(completion_ids, completion_mask.sum(1))],
-        skip_special_tokens=True)
-    logp = None
-    if pieces[0][3] is not None:
-        logp = torch.cat([_pad_to(p[3], L, 0, left=False) for p in pieces])  # [N, L]
-        logp = logp * completion_mask  # [N, L]
-    return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, truncated, texts,
-                   logp)
 
 
 def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
