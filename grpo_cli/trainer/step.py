@@ -34,6 +34,7 @@ from grpo_cli.config.schema import GrpoConfig
 from grpo_cli.errors import UserError
 from grpo_cli.rollout.engine import Rollout, concat_rollouts, generate
 from grpo_cli.trainer import faults
+from grpo_cli.trainer.settings import sampling_settings
 
 
 @dataclass
@@ -129,9 +130,7 @@ def _score(engine: Engine, indices: list[int]) -> ScoredBatch:
         with engine.tracker.rollout_progress(len(indices) * G) as bar:
             faults.maybe_oom("rollout", engine.step)
             return generate(engine.policy.model, tok, [engine.prompts[i] for i in indices],
-                            num_samples=G, max_new_tokens=cfg.rollout.max_new_tokens,
-                            temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                            top_k=cfg.rollout.top_k, min_new_tokens=cfg.rollout.min_new_tokens,
+                            sampling_settings(cfg.rollout, G),
                             batch_size=engine.rollout_batch_size, on_batch=bar.update,
                             merge_adapters=cfg.rollout.merge_adapters)
 

@@ -13,7 +13,7 @@ from lora_policy import perturb_lora_b
 from grpo_cli.algo.loss import FixedKLController
 from grpo_cli.config.compose import compose_config
 from grpo_cli.policy.model import build_policy, save_policy
-from grpo_cli.rollout.engine import concat_rollouts, generate
+from grpo_cli.rollout.engine import SamplingSettings, concat_rollouts, generate
 from grpo_cli.trainer.optim import build_optimizer
 from grpo_cli.trainer.step import Engine, ScoredBatch, _accumulate, train_on_batch
 
@@ -50,8 +50,8 @@ def scored_batch(engine: Engine, rewards=None, scored=None, seed: int = 0) -> Sc
     prompts = [engine.policy.tokenizer.apply_chat_template(
         [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
         for p in PROMPTS]
-    ro = generate(engine.policy.model, engine.policy.tokenizer, prompts, num_samples=G,
-                  max_new_tokens=6, merge_adapters="off")
+    ro = generate(engine.policy.model, engine.policy.tokenizer, prompts,
+                  SamplingSettings(num_samples=G, max_new_tokens=6), merge_adapters="off")
     N = len(PROMPTS) * G
     total = torch.tensor(rewards if rewards is not None else [1.0, 0.0, 0.5, 0.0] * 2)
     return ScoredBatch([0, 1], ro, total, {}, {}, {}, 0.0, 0.0,
