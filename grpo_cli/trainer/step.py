@@ -34,7 +34,7 @@ from grpo_cli.config.schema import GrpoConfig
 from grpo_cli.errors import UserError
 from grpo_cli.rollout.engine import Rollout, concat_rollouts, generate
 from grpo_cli.trainer import faults
-from grpo_cli.trainer.settings import sampling_settings
+from grpo_cli.trainer.settings import loss_settings, sampling_settings
 
 
 @dataclass
@@ -287,10 +287,9 @@ def _accumulate(engine: Engine, ro: Rollout, rows_mini: torch.Tensor, adv: torch
             sampler = ro.sampler_logp[rows]
             sampler = torch.where(torch.isnan(sampler), old, sampler)  # [m, L]
         loss, sums = grpo_loss(
-            logp, old, ref, adv[rows], loss_mask[rows], algo.epsilon_low,
-            algo.epsilon_high, beta if ref is not None else 0.0, algo.loss_agg,
-            cfg.rollout.max_new_tokens, num_seqs=len(rows_mini), num_tokens=tokens,
-            sampler_logp=sampler, is_cap=algo.is_cap)
+            logp, old, ref, adv[rows], loss_mask[rows],
+            loss_settings(algo, cfg.rollout.max_new_tokens, beta if ref is not None else 0.0),
+            num_seqs=len(rows_mini), num_tokens=tokens, sampler_logp=sampler)
         loss = faults.poison_loss(loss, engine.step)
         if s + mbs >= len(rows_mini):  # the last micro-batch: earlier ones left gradients
             faults.maybe_oom("backward", engine.step)
