@@ -142,8 +142,7 @@ def _score(engine: Engine, indices: list[int]) -> ScoredBatch:
     result = engine.rewards(
         [engine.prompts[i] for i in indices for _ in range(G)], ro.texts,
         [r.answer for r in recs], completion_ids_len=ro.lengths.tolist(),
-        truncated=ro.truncated.tolist(), max_new_tokens=cfg.rollout.max_new_tokens,
-        answer_format=engine.answer_format, **metadata)
+        truncated=ro.truncated.tolist(), max_new_tokens=cfg.rollout.max_new_tokens, **metadata)
     t2 = time.perf_counter()
     comps = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in result.per_component.items()}
     total = torch.as_tensor(result.total, dtype=torch.float32)  # [N]

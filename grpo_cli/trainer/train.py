@@ -199,7 +199,9 @@ def run(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str] | None = None,
         seed_everything(cfg.trainer.seed)
         set_cpu_threads(cfg.trainer.cpu_threads, cfg.model.device)
 
-        rewards = build_reward_stack(cfg.reward)
+        # The data's answer format is its template (DatasetSplits.answer_format), known before
+        # the data loads: the stack is built first, so a bad reward fails before the model.
+        rewards = build_reward_stack(cfg.reward, answer_format=cfg.data.template)
         check_data_before_model(cfg)
         need_ref = cfg.algo.beta > 0 or cfg.algo.kl_target is not None
         policy = build_policy(cfg.model, need_reference=need_ref)
