@@ -49,7 +49,6 @@ class Engine:
     records: list
     prompts: list[str]
     sampler: Any
-    answer_format: str
     tracker: Any
     params: list = field(default_factory=list)
     step: int = 0  # the step being run (fault hooks and messages)

@@ -234,7 +234,7 @@ def run(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str] | None = None,
     for problem in reward_template_problems(cfg):
         tracker.warn(problem)
     engine = Engine(cfg, policy, optimizer, scheduler, rewards, kl_ctl, data.train, prompts,
-                    sampler, data.answer_format, tracker, params)
+                    sampler, tracker, params)
 
     def save(name: str, step: int, *, ends_run: bool = False, **meta) -> Path | None:
         """Write a checkpoint. If it fails: a warning (training goes on) or, when the save

@@ -42,7 +42,7 @@ def make_engine(path, *overrides: str, adapter_path=None) -> Engine:
     optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.trainer.max_steps,
                                            policy.device)
     return Engine(cfg, policy, optimizer, scheduler, None, FixedKLController(cfg.algo.beta),
-                  [], [], None, "hash", _Tracker(), params)
+                  [], [], None, _Tracker(), params)
 
 
 def scored_batch(engine: Engine, rewards=None, scored=None, seed: int = 0) -> ScoredBatch:
