@@ -99,7 +99,7 @@ def eval_sampling(ev: EvalConfig) -> SamplingSettings:
 
 
 def _generation_settings(cfg: GrpoConfig) -> dict[str, Any]:
-    """The report's record of them (None: not used by greedy decoding)."""
+    """The report's record of `eval_sampling` (None where greedy decoding uses no value)."""
     s = eval_sampling(cfg.eval)
     return {"greedy": s.greedy,
             "max_new_tokens": s.max_new_tokens,
