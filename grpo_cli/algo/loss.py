@@ -8,13 +8,10 @@ Per completion token t of sequence i (``mask`` marks completion tokens, not padd
 
 ``eps_high > eps_low`` is DAPO's clip-higher (0.2 / 0.28).
 
-Sampler correction: when the rollout was drawn from weights that differ from the trained
-ones by rounding (LoRA merged for decoding, merge.py), each token's policy-gradient term is
-multiplied by ``w_t = min(exp(old_logp_t - sampler_logp_t), is_cap)``: truncated importance
-sampling from the sampler's distribution to the trainer's, capped so that a rare large ratio
-cannot blow up the gradient. The KL term is not weighted: it is an explicit penalty on the
-trained policy, estimated on the sampled tokens, not a policy-gradient estimate whose
-sampling distribution needs correcting (TRL and verl weight only the policy term too).
+Sampler correction: given ``sampler_logp`` (the log-probs of weights that sampled the tokens
+and differ from the trained ones), each token's policy-gradient term is multiplied by
+``w_t = min(exp(old_logp_t - sampler_logp_t), is_cap)``; the KL term is not weighted. When a
+rollout has them and why: README, "Merged decoding and the sampler correction".
 
 Padding: every difference of log-probs is masked to 0 *before* it is exponentiated, so a
 large gap at a padded position (garbage log-probs there) can never give ``inf * 0 = NaN``.

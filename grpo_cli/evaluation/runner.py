@@ -180,15 +180,6 @@ def evaluate_policy(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *,
     return report
 
 
-def check_dataset(cfg: GrpoConfig) -> None:
-    """Fail early (before any model loads) on a dataset name no adapter knows."""
-    from grpo_cli.data.adapters import ADAPTERS
-
-    if cfg.data.name not in ADAPTERS:
-        raise UserError(f"data.name={cfg.data.name} is not a known dataset; choose one of: "
-                        + ", ".join(sorted(ADAPTERS)))
-
-
 def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse to replace an earlier report (before any model loads) unless asked to."""
     if overwrite or not (out / "report.json").is_file():
@@ -234,8 +225,7 @@ def _progress(cfg: GrpoConfig, total: int):
 
 def run_eval(cfg: GrpoConfig) -> dict:
     """`grpo eval`: build the report, print it as a table, write report.json + samples.jsonl."""
-    out = default_out_dir(cfg)
-    check_dataset(cfg)
+    out = default_out_dir(cfg)  # cfg is validated: data.name is a known dataset (schema.py)
     check_out_dir(out, cfg.eval.overwrite)
     if cfg.eval.completions:
         report, rows = _grade_file(cfg)

@@ -267,10 +267,8 @@ def build_component(name: str, spec: RewardComponent) -> Component:
 
 def build_reward_stack(cfg: RewardConfig, *, answer_format: str) -> RewardStack:
     """The RewardStack of `cfg.reward` for prompts in `answer_format` (the data's template);
-    UserError for an unknown, bad or unimportable fn."""
-    if not cfg.components:
-        raise UserError("reward.components is empty: configure at least one reward "
-                        f"(registered: {', '.join(sorted(REGISTRY))})")
+    UserError for an unknown, bad or unimportable fn. That there is at least one component is
+    a config rule (config/rules.py)."""
     components = [build_component(name, spec) for name, spec in cfg.components.items()]
     for comp in components:
         log.info("reward '%s': %s, weight %g, kwargs %s", comp.name, comp.fn_path,

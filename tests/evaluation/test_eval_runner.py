@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from grpo_cli.config.compose import compose_config
 from grpo_cli.config.schema import GrpoConfig
 from grpo_cli.errors import UserError
 from grpo_cli.evaluation import load_checkpoint_config, run_eval
@@ -114,11 +115,10 @@ def test_bad_checkpoints(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_is_one_line(tmp_path: Path) -> None:
-    cfg = GrpoConfig()
-    cfg.data.name = "imagenet"
-    cfg.eval.completions = str(tmp_path / "c.jsonl")
-    with pytest.raises(UserError, match="data.name=imagenet is not a known dataset"):
-        run_eval(cfg)
+    """The eval config refuses it (schema.py's choices), before run_eval or a model."""
+    with pytest.raises(UserError, match="data.name='imagenet' is not allowed; choose one of"):
+        compose_config("eval", ["data.name=imagenet", f"eval.completions={tmp_path / 'c.jsonl'}"],
+                       for_training=False)
 
 
 def test_completions_file_with_missing_fields(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 
+from grpo_cli.config.compose import compose_config
 from grpo_cli.config.schema import RewardComponent, RewardConfig
 from grpo_cli.errors import UserError
 from grpo_cli.rewards import build_reward_stack
@@ -147,8 +148,8 @@ def test_bad_builtin_kwargs_are_user_errors_at_build_time():
         stack_of(c=RewardComponent(fn="correctness", kwargs={"mode": "lenient"}))
     with pytest.raises(UserError, match="variant"):
         stack_of(f=RewardComponent(fn="format", kwargs={"variant": "loose"}))
-    with pytest.raises(UserError, match="empty"):
-        build_reward_stack(RewardConfig(), answer_format="hash")
+    with pytest.raises(UserError, match="empty"):  # a config rule: the stack trusts it
+        compose_config("train", ["~reward.components.correctness", "~reward.components.format"])
 
 
 def test_user_reward_by_import_path_and_empty_batch():
