@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,19 @@ def read_wandb_records(path: Path) -> list:
     return records
 
 
+def read_finished_records(path: Path, patience_s: float = 60.0) -> list:
+    """The records of a run's log once its exit record is there: W&B's service process writes
+    the file on its own time, and on a loaded machine it can still be writing after finish()."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        records = read_wandb_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def history_rows(records: list) -> list[dict]:
     rows = []
     for record in records:
@@ -80,6 +94,15 @@ def _rows(step: int) -> list[dict]:
             for i in range(2)]
 
 
+def _config_updates(record) -> list:
+    kind = record.WhichOneof("record_type")
+    if kind == "run":
+        return list(record.run.config.update)
+    if kind == "config":
+        return list(record.config.update)
+    return []
+
+
 def test_offline_run_holds_history_and_growing_completions_table(wandb_env) -> None:
     run_dir = wandb_env / "run"
     tracker = build_tracker(_cfg(), run_dir, "unit-run", {"algo": {"beta": 0.04}}, max_steps=4)
@@ -93,9 +116,11 @@ def test_offline_run_holds_history_and_growing_completions_table(wandb_env) -> N
 
     files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1, "offline run files go under <run_dir>/wandb"
-    records = read_wandb_records(files[0])
+    records = read_finished_records(files[0])
+    # The config reaches the file with the run record, or (when the service is slow to
+    # start) in a config record of its own.
     config = {item.key: json.loads(item.value_json) for r in records
-              if r.WhichOneof("record_type") == "run" for item in r.run.config.update}
+              for item in _config_updates(r)}
     assert config["algo"] == {"beta": 0.04}
     rows = {row["_step"]: row for row in history_rows(records)}
     assert [rows[s]["reward/mean"] for s in range(1, 5)] == pytest.approx([0.1, 0.2, 0.3, 0.4])
