@@ -42,7 +42,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from grpo_cli.algo.loss import AdaptiveKLController, FixedKLController
-from grpo_cli.config.schema import GrpoConfig
+from grpo_cli.config.schema import GrpoConfig, resume_fixed_keys
 from grpo_cli.errors import UserError
 from grpo_cli.trainer import checkpoint as ckpt
 from grpo_cli.trainer.optim import build_optimizer
@@ -53,13 +53,6 @@ from grpo_cli.trainer.step import Engine, collect_batch, repetition_rate, train_
 from grpo_cli.trainer.threads import set_cpu_threads
 
 log = logging.getLogger("grpo")
-
-# Changing these between a checkpoint and its resume would corrupt the run.
-RESUME_FIXED_KEYS = ("model.name_or_path", "model.gguf_file", "model.quantization",
-                     "model.lora.enabled", "model.lora.r", "model.lora.alpha",
-                     "model.lora.target_modules", "model.lora.use_rslora",
-                     "algo.num_generations", "data.name", "optim.name")
-
 
 class StopRequest:
     """Turns the first SIGINT/SIGTERM into 'stop after this step'; a second one stops now."""
@@ -162,7 +155,8 @@ def check_data_before_model(cfg: GrpoConfig) -> None:
 
 
 def check_resume_compatible(saved: DictConfig, current: DictConfig, path: Path) -> None:
-    for key in RESUME_FIXED_KEYS:
+    """Refuse a resume that changes a key marked resume_fixed in the schema."""
+    for key in resume_fixed_keys():
         before, now = OmegaConf.select(saved, key), OmegaConf.select(current, key)
         if before != now:
             raise UserError(f"cannot resume from {path}: {key} was {before} and is now {now}; "
