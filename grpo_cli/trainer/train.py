@@ -2,7 +2,8 @@
 
     run(cfg)
       policy   <- model.build_policy(cfg.model)       4-bit base + LoRA, tokenizer, reference
-      data     <- data.build_dataset(cfg.data)        prompts with gold answers
+      data     <- data.read_examples(cfg.data)        read and checked before the model loads
+      prompts  <- data.build_prompts(examples, tok)   the length filter needs the tokenizer
       rewards  <- rewards.build_reward_stack(...)     named, weighted reward functions
       loop:    step.collect_batch -> step.train_on_batch -> tracker.log_step -> checkpoints
 
@@ -140,20 +141,6 @@ def held_logs(run_dir: Path, created: bool, patience_s: float = 30.0) -> Iterato
         release()
 
 
-def check_data_before_model(cfg: GrpoConfig) -> None:
-    """Read the dataset once without a tokenizer, so that a bad file fails in a second,
-    not after a model load of minutes. The length filter runs later, with the tokenizer."""
-    from grpo_cli.data import build_dataset
-
-    log = logging.getLogger("grpo")
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        build_dataset(cfg.data, None, cfg.trainer.seed)
-    finally:
-        log.setLevel(level)
-
-
 def check_resume_compatible(saved: DictConfig, current: DictConfig, path: Path) -> None:
     """Refuse a resume that changes a key marked resume_fixed in the schema."""
     for key in resume_fixed_keys():
@@ -176,7 +163,7 @@ def run(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str] | None = None,
     """Train; `overrides` (the command line's key=value words) go into the resume hint;
     `notes` (group options that replaced a recipe's values, compose.py) are shown with the
     start-up lines."""
-    from grpo_cli.data import build_dataset, render_prompt
+    from grpo_cli.data import build_prompts, read_examples, render_prompt
     from grpo_cli.policy.model import build_policy
     from grpo_cli.rewards import build_reward_stack
     from grpo_cli.tracking import build_tracker
@@ -194,10 +181,10 @@ def run(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str] | None = None,
         set_cpu_threads(cfg.trainer.cpu_threads, cfg.model.device)
 
         rewards = build_reward_stack(cfg.reward)
-        check_data_before_model(cfg)
+        examples = read_examples(cfg.data, cfg.trainer.seed)  # a bad file fails before the model
         need_ref = cfg.algo.beta > 0 or cfg.algo.kl_target is not None
         policy = build_policy(cfg.model, need_reference=need_ref)
-        data = build_dataset(cfg.data, policy.tokenizer, cfg.trainer.seed)
+        data = build_prompts(examples, policy.tokenizer)
         prompts = [render_prompt(policy.tokenizer, r.prompt) for r in data.train]
         params = [p for p in policy.model.parameters() if p.requires_grad]
         optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.trainer.max_steps,

@@ -1,16 +1,29 @@
-"""The build phase of `grpo train`, in-process and without a model: the keys a resume must
-keep come from the schema."""
+"""The build phase of `grpo train`, in-process and without a model: the data is read before
+the model loads, and the keys a resume must keep come from the schema."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
+from grpo_cli import cli
 from grpo_cli.config.compose import compose_config
 from grpo_cli.config.schema import resume_fixed_keys
 from grpo_cli.errors import UserError
 from grpo_cli.trainer.train import check_resume_compatible
+
+
+def test_bad_data_fails_before_the_model_loads(tmp_path, capsys):
+    # The model path does not exist either: the error names the data, so it came first.
+    code = cli.main(["train", f"trainer.output_dir={tmp_path / 'run'}",
+                     "logger.wandb.mode=disabled", f"trainer.cpu_threads={torch.get_num_threads()}",
+                     "data=jsonl", f"data.path={tmp_path / 'missing.jsonl'}",
+                     f"model.name_or_path={tmp_path / 'no-such-model'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing.jsonl" in err and "no-such-model" not in err, err
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_fixed_keys_are_marked_in_the_schema():
