@@ -29,7 +29,7 @@ examples:
   grpo eval data=gsm8k eval.completions=outputs.jsonl
 
 Run `grpo COMMAND --help` for a command's own keys (train: the config groups and trainer.*;
-eval: checkpoint=, compare=, eval.*).
+eval: checkpoint=, compare=, eval.*; plan: gpu=; export: checkpoint=, out=, dtype=).
 """
 
 

@@ -96,8 +96,12 @@ def plan_help() -> str:
         "usage: grpo plan [+recipe=NAME] [GROUP=OPTION ...] [key=value ...] [gpu=NAME]", "",
         "Estimates the GPU memory of a training config from the model's config alone (no",
         "weights loaded), says whether it fits the GPU and whether merged decoding",
-        "(rollout.merge_adapters=auto) will be on there.", "",
-        "  gpu=NAME   " + ", ".join(GPUS_GIB) + " (default: the GPU of this machine)"])
+        "(rollout.merge_adapters=auto) will be on there. It reads the config grpo train",
+        "would run, so the groups, recipes and keys are train's:", "",
+        *_groups_and_recipes("train"), "",
+        "plan's own key:",
+        "  gpu=NAME   " + ", ".join(GPUS_GIB) + " (default: the GPU of this machine)", "",
+        "see every key and its current value: grpo train --cfg job"])
 
 
 def export_help() -> str:

@@ -38,6 +38,7 @@ def main() -> None:
     from grpo_cli.policy.merge import merged_for_decoding
     from grpo_cli.policy.model import ensure_chat_template
     from grpo_cli.rollout.hf import draw_inverse_cdf, draw_multinomial, sample_tokens
+    from grpo_cli.rollout.settings import SamplingSettings
 
     path = args.model or demo_model()
     tok = AutoTokenizer.from_pretrained(path)
@@ -53,12 +54,14 @@ def main() -> None:
     eos = [tok.eos_token_id]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
+    sampling = SamplingSettings(num_samples=8, max_new_tokens=args.tokens,
+                                min_new_tokens=args.tokens)
+
     def decode(draw, merge: str) -> float:
         t0 = time.perf_counter()
         with torch.no_grad(), merged_for_decoding(model, merge) as merged:
-            sample_tokens(model, enc["input_ids"], enc["attention_mask"], num_samples=8,
-                          max_new_tokens=args.tokens, min_new_tokens=args.tokens,
-                          eos_ids=eos, pad_id=pad, draw=draw, with_logprobs=merged)
+            sample_tokens(model, enc["input_ids"], enc["attention_mask"], sampling, eos_ids=eos,
+                          pad_id=pad, draw=draw, with_logprobs=merged)
         return time.perf_counter() - t0
 
     settings = {"before": (draw_multinomial, "off"), "after": (draw_inverse_cdf, "on")}

@@ -8,13 +8,10 @@ Per completion token t of sequence i (``mask`` marks completion tokens, not padd
 
 ``eps_high > eps_low`` is DAPO's clip-higher (0.2 / 0.28).
 
-Sampler correction: when the rollout was drawn from weights that differ from the trained
-ones by rounding (LoRA merged for decoding, merge.py), each token's policy-gradient term is
-multiplied by ``w_t = min(exp(old_logp_t - sampler_logp_t), is_cap)``: truncated importance
-sampling from the sampler's distribution to the trainer's, capped so that a rare large ratio
-cannot blow up the gradient. The KL term is not weighted: it is an explicit penalty on the
-trained policy, estimated on the sampled tokens, not a policy-gradient estimate whose
-sampling distribution needs correcting (TRL and verl weight only the policy term too).
+Sampler correction: given ``sampler_logp`` (the log-probs of weights that sampled the tokens
+and differ from the trained ones), each token's policy-gradient term is multiplied by
+``w_t = min(exp(old_logp_t - sampler_logp_t), is_cap)``; the KL term is not weighted. When a
+rollout has them and why: README, "Merged decoding and the sampler correction".
 
 Padding: every difference of log-probs is masked to 0 *before* it is exponentiated, so a
 large gap at a padded position (garbage log-probs there) can never give ``inf * 0 = NaN``.
@@ -44,6 +41,7 @@ caller adds them up over micro-batches and divides once, with :func:`combine_met
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
 import torch
@@ -53,6 +51,7 @@ __all__ = [
     "AGGREGATIONS",
     "AdaptiveKLController",
     "FixedKLController",
+    "LossSettings",
     "aggregate",
     "combine_metrics",
     "grpo_loss",
@@ -132,36 +131,45 @@ def aggregate(
     return AGGREGATIONS[mode](masked, mask, max_len, seqs, num_tokens)  # []
 
 
+@dataclass(frozen=True)
+class LossSettings:
+    """The loss's knobs: plain values (the trainer builds them from ``algo.*`` each step,
+    since ``beta`` is the KL controller's current value)."""
+
+    epsilon_low: float  # clip range [1 - epsilon_low, 1 + epsilon_high]
+    epsilon_high: float
+    beta: float  # KL penalty coefficient (0 when there is no reference)
+    loss_agg: str  # one of AGGREGATIONS
+    max_completion_length: int  # the ``max_len`` of :func:`aggregate` (Dr. GRPO's normaliser)
+    # Cap of the sampler importance weight; None = no correction even with ``sampler_logp``.
+    is_cap: float | None = None
+
+
 def grpo_loss(
     logp: Tensor,
     old_logp: Tensor,
     ref_logp: Tensor | None,
     adv: Tensor,
     mask: Tensor,
-    epsilon_low: float,
-    epsilon_high: float,
-    beta: float,
-    loss_agg: str,
-    max_len: int,
+    settings: LossSettings,
+    *,
     num_seqs: int | None = None,
     num_tokens: int | None = None,
     sampler_logp: Tensor | None = None,
-    is_cap: float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """GRPO loss for one (micro-)batch of ``N`` completions of padded length ``L``.
 
     Args:
         logp: ``[N, L]`` policy log-probs of the completion tokens (with grad).
         old_logp: ``[N, L]`` log-probs under the sampling policy (no grad).
-        ref_logp: ``[N, L]`` reference log-probs, or None (then ``beta`` must be 0).
+        ref_logp: ``[N, L]`` reference log-probs, or None (then ``settings.beta`` must be 0).
         adv: ``[N]`` advantages, one per completion.
         mask: ``[N, L]`` completion mask (bool or float).
-        epsilon_low, epsilon_high: clip range ``[1 - epsilon_low, 1 + epsilon_high]``.
-        beta: KL penalty coefficient.
-        loss_agg, max_len, num_seqs, num_tokens: see :func:`aggregate`.
+        settings: clip range, ``beta``, aggregation, max completion length, ``is_cap``.
+        num_seqs, num_tokens: the optimizer step's totals, see :func:`aggregate`.
         sampler_logp: ``[N, L]`` log-probs under the weights that sampled the tokens, when
-            those differ from ``old_logp``'s; with ``is_cap`` the per-token loss is weighted
-            by ``min(exp(old_logp - sampler_logp), is_cap)``.
+            those differ from ``old_logp``'s; with ``settings.is_cap`` the per-token loss is
+            weighted by ``min(exp(old_logp - sampler_logp), is_cap)``.
 
     Returns:
         ``(loss, sums)``: the scalar loss, and detached 0-dim tensors that add up across
@@ -171,13 +179,15 @@ def grpo_loss(
         ``sampler_gap_sum`` (``|old_logp - sampler_logp|``; masked sums over tokens) and
         ``num_tokens``. Turn a list of them into logged values with :func:`combine_metrics`.
     """
+    eps_low, eps_high, beta = settings.epsilon_low, settings.epsilon_high, settings.beta
+    agg, max_len, is_cap = settings.loss_agg, settings.max_completion_length, settings.is_cap
     if ref_logp is None and beta != 0.0:
         raise ValueError(f"beta={beta} needs ref_logp; pass ref_logp or set beta=0")
     on = mask.bool()  # [N, L]
     mask_f = mask.to(logp.dtype)  # [N, L]
     adv = adv.to(logp.dtype).unsqueeze(1)  # [N, 1]
     ratio = torch.exp(_masked(logp - old_logp, on))  # [N, L]
-    clipped = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)  # [N, L]
+    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)  # [N, L]
     pg_per_token = -torch.min(ratio * adv, clipped * adv)  # [N, L]
     gap = (_masked(old_logp - sampler_logp, on).detach()
            if sampler_logp is not None else None)  # [N, L]
@@ -191,13 +201,13 @@ def grpo_loss(
         per_token = per_token + beta * kl  # [N, L]
     else:
         kl = torch.zeros_like(logp)  # [N, L]
-    loss = aggregate(per_token, mask, loss_agg, max_len, num_seqs, num_tokens)  # []
+    loss = aggregate(per_token, mask, agg, max_len, num_seqs, num_tokens)  # []
 
     with torch.no_grad():
-        pg_loss = aggregate(pg_per_token, mask, loss_agg, max_len, num_seqs, num_tokens)  # []
+        pg_loss = aggregate(pg_per_token, mask, agg, max_len, num_seqs, num_tokens)  # []
         # Clipping changes the objective only where the clipped term is the min.
-        clip_low = (ratio < 1.0 - epsilon_low) & (adv < 0)  # [N, L]
-        clip_high = (ratio > 1.0 + epsilon_high) & (adv > 0)  # [N, L]
+        clip_low = (ratio < 1.0 - eps_low) & (adv < 0)  # [N, L]
+        clip_high = (ratio > 1.0 + eps_high) & (adv > 0)  # [N, L]
         sums = {
             "pg_loss": pg_loss.detach(),
             "kl_sum": (kl * mask_f).sum().detach(),

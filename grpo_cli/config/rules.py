@@ -58,6 +58,13 @@ def _rule_quant_lora(c: GrpoConfig) -> str | None:
     return None
 
 
+def _rule_adapter_lora(c: GrpoConfig) -> str | None:
+    if c.model.adapter_path is not None and not c.model.lora.enabled:
+        return ("model.adapter_path needs model.lora.enabled=true (for a full model folder, "
+                "set model.name_or_path to it instead)")
+    return None
+
+
 def _rule_rewards(c: GrpoConfig) -> str | None:
     if not c.reward.components:
         return "reward.components is empty: name at least one reward (e.g. reward=math)"
@@ -85,9 +92,11 @@ def _rule_rloo(c: GrpoConfig) -> str | None:
     return None
 
 
-CROSS_FIELD_RULES: List[Callable[[GrpoConfig], Optional[str]]] = [
-    _rule_clip, _rule_min_tokens, _rule_quant_lora, _rule_rewards, _rule_rloo,
-    _rule_kl_target, _rule_lora_dropout,
+Rule = Callable[[GrpoConfig], Optional[str]]
+# The rules of every command (grpo eval builds the policy too), then training's own.
+SHARED_RULES: List[Rule] = [_rule_clip, _rule_min_tokens, _rule_quant_lora, _rule_adapter_lora]
+CROSS_FIELD_RULES: List[Rule] = SHARED_RULES + [
+    _rule_rewards, _rule_rloo, _rule_kl_target, _rule_lora_dropout,
 ]
 
 
@@ -96,7 +105,7 @@ def validate(cfg: GrpoConfig, *, for_training: bool = True) -> None:
     _walk(GrpoConfig, cfg, "")
     for name, comp in cfg.reward.components.items():
         _walk(RewardComponent, comp, f"reward.components.{name}.")
-    rules = CROSS_FIELD_RULES if for_training else [_rule_clip, _rule_min_tokens]
+    rules = CROSS_FIELD_RULES if for_training else SHARED_RULES
     for rule in rules:
         problem = rule(cfg)
         if problem:

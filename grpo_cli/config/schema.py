@@ -190,9 +190,9 @@ class AlgoConfig:
     dynamic_sampling_max_rounds: int = bounded(3, lo=0)
     # Exclude completions cut at max_new_tokens from the loss (DAPO overlong filtering).
     mask_truncated: bool = False
-    # Truncated importance sampling when the sampler's weights differ from the trainer's by
-    # rounding (rollout.merge_adapters): each token's policy-gradient term is weighted by
-    # min(pi_train / pi_sampler, is_cap) (the KL term is not). null = no correction.
+    # Sampler correction (truncated importance sampling) for merged decoding: each token's
+    # policy-gradient term is weighted by min(pi_train / pi_sampler, is_cap); null = off.
+    # README: "Merged decoding and the sampler correction".
     is_cap: Optional[float] = bounded(2.0, gt=0)
     # Adaptive KL controller: target KL (null = fixed beta), starting from algo.beta (> 0).
     # Each step beta *= 1 + clip(kl / kl_target - 1, -0.2, 0.2) / kl_horizon, so beta moves
@@ -215,8 +215,8 @@ class RolloutConfig:
     top_k: int = bounded(0, lo=0, only="train")
     # Sequences generated at once (null = the whole step's batch).
     batch_size: Optional[int] = bounded(None, lo=1, only="train")
-    # Decode with LoRA merged into dense weights (one matmul per layer, no per-token
-    # dequantization): on, off, or auto = when the merged copy fits in free memory. Eval too.
+    # Decode with LoRA merged into dense weights: on, off, or auto = when the merged copy fits
+    # in free memory (README: "Merged decoding and the sampler correction"). Eval too.
     merge_adapters: str = choice("auto", ["auto", "on", "off"])
 
 

@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from grpo_cli.config.schema import GrpoConfig, RewardComponent
+from grpo_cli.config.schema import EvalConfig, GrpoConfig, RewardComponent
 from grpo_cli.errors import UserError
 from grpo_cli.evaluation.completions import load_problems
 from grpo_cli.evaluation.report import (
@@ -38,6 +38,7 @@ from grpo_cli.evaluation.report import (
     summarize,
     write_report,
 )
+from grpo_cli.rollout.settings import SamplingSettings
 from grpo_cli.trainer.checkpoint import load_checkpoint_config
 
 
@@ -89,13 +90,22 @@ def _format_checker(template: str) -> Callable[[str], bool]:
     return FORMAT_CHECKS[(template, "strict")]
 
 
+def eval_sampling(ev: EvalConfig) -> SamplingSettings:
+    """What `grpo eval` samples: greedy for one sample per problem, else sampled with
+    eval.temperature / top_p / top_k (see the module docstring)."""
+    return SamplingSettings(num_samples=ev.num_samples, max_new_tokens=ev.max_new_tokens,
+                            temperature=ev.temperature, top_p=ev.top_p, top_k=ev.top_k,
+                            greedy=ev.num_samples == 1)
+
+
 def _generation_settings(cfg: GrpoConfig) -> dict[str, Any]:
-    greedy = cfg.eval.num_samples == 1
-    return {"greedy": greedy,
-            "max_new_tokens": cfg.eval.max_new_tokens,
-            "temperature": None if greedy else cfg.eval.temperature,
-            "top_p": None if greedy else cfg.eval.top_p,
-            "top_k": None if greedy else cfg.eval.top_k}
+    """The report's record of `eval_sampling` (None where greedy decoding uses no value)."""
+    s = eval_sampling(cfg.eval)
+    return {"greedy": s.greedy,
+            "max_new_tokens": s.max_new_tokens,
+            "temperature": None if s.greedy else s.temperature,
+            "top_p": None if s.greedy else s.top_p,
+            "top_k": None if s.greedy else s.top_k}
 
 
 def _meta(cfg: GrpoConfig, grader: Grader, source: str, **extra: Any) -> dict[str, Any]:
@@ -116,18 +126,16 @@ def _generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
     from grpo_cli.data import render_prompt
     from grpo_cli.rollout.engine import generate
 
-    n = cfg.eval.num_samples
-    settings = _generation_settings(cfg)
+    sampling = eval_sampling(cfg.eval)
+    n = sampling.num_samples
     per_chunk = max(1, cfg.eval.batch_size // n)
     problems: list[Problem] = []
     for start in range(0, len(records), per_chunk):
         chunk = records[start:start + per_chunk]
         prompts = [render_prompt(policy.tokenizer, r.prompt) for r in chunk]
-        rollout = generate(
-            policy.model, policy.tokenizer, prompts, num_samples=n,
-            max_new_tokens=settings["max_new_tokens"], temperature=cfg.eval.temperature,
-            top_p=cfg.eval.top_p, top_k=cfg.eval.top_k, greedy=settings["greedy"],
-            batch_size=cfg.eval.batch_size, merge_adapters=cfg.rollout.merge_adapters)
+        rollout = generate(policy.model, policy.tokenizer, prompts, sampling,
+                           batch_size=cfg.eval.batch_size,
+                           merge_adapters=cfg.rollout.merge_adapters)
         lengths = rollout.lengths.tolist()  # [len(chunk) * n]
         truncated = rollout.truncated.tolist()  # [len(chunk) * n]
         for i, record in enumerate(chunk):
@@ -170,15 +178,6 @@ def evaluate_policy(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *,
     """
     report, _ = _evaluate(policy, records, cfg, limit=limit)
     return report
-
-
-def check_dataset(cfg: GrpoConfig) -> None:
-    """Fail early (before any model loads) on a dataset name no adapter knows."""
-    from grpo_cli.data.adapters import ADAPTERS
-
-    if cfg.data.name not in ADAPTERS:
-        raise UserError(f"data.name={cfg.data.name} is not a known dataset; choose one of: "
-                        + ", ".join(sorted(ADAPTERS)))
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
@@ -226,8 +225,7 @@ def _progress(cfg: GrpoConfig, total: int):
 
 def run_eval(cfg: GrpoConfig) -> dict:
     """`grpo eval`: build the report, print it as a table, write report.json + samples.jsonl."""
-    out = default_out_dir(cfg)
-    check_dataset(cfg)
+    out = default_out_dir(cfg)  # cfg is validated: data.name is a known dataset (schema.py)
     check_out_dir(out, cfg.eval.overwrite)
     if cfg.eval.completions:
         report, rows = _grade_file(cfg)

@@ -1,22 +1,16 @@
-"""Decoding with the LoRA adapters merged into dense weights.
+"""Decoding with the LoRA adapters merged into dense weights (`rollout.merge_adapters`).
 
 A LoRA layer computes ``W x + s * B (A x)``: three matrix products per token, and with a
 4-bit base ``W`` is dequantized again at every decode step. The weights do not change during
 a rollout, so :func:`merged_for_decoding` builds ``W' = dequant(W) + s * B A`` once per
 rollout, in the compute dtype, swaps each LoRA layer's base for a plain ``nn.Linear(W')``
 and turns the adapters off: one dense matrix product per layer per token. On the way out
-the original base layers come back untouched (the frozen weights are never written, so
-nothing drifts over a run), and ``W'`` is freed.
+the original base layers come back untouched and ``W'`` is freed. ``mode="auto"`` merges only
+when the copy fits (:func:`merge_fits`, which `grpo plan` uses too).
 
-The sampler is then the policy up to rounding: exactly so in float32 (differences of 1e-6
-in the log-probs), while a bfloat16 ``W'`` rounds each merged weight once (about 0.4% of
-a weight's size at most). The rollout keeps the sampler's log-probs and the trainer
-reweights each token by ``min(pi_train / pi_sampler, algo.is_cap)`` (truncated importance
-sampling), so the loss stays on-policy for the weights being trained.
-
-Memory: the merged copy of every adapted layer, in the compute dtype (e.g. 14 GB for a
-7B model in bf16); ``mode="auto"`` merges only when that, plus a margin, is free.
-"""
+Why, what it costs in memory, how close the sampler stays to the trained policy and how the
+loss corrects for the difference (`algo.is_cap`): README, "Merged decoding and the sampler
+correction"."""
 
 from __future__ import annotations
 
@@ -131,8 +125,8 @@ def should_merge(model: nn.Module, mode: str) -> bool:
 
 class MergedLinear(nn.Module):
     """``y = x W'^T + b`` for decoding. On CPU ``W'`` is stored transposed ([in, out],
-    contiguous): at decode batch sizes MKL streams that layout faster (measured 16% less time
-    over SmolLM2's layers at 16 rows, one thread); on GPU it stays [out, in] for cuBLAS."""
+    contiguous): at decode batch sizes MKL streams that layout faster (README, "Speed against
+    TRL"); on GPU it stays [out, in] for cuBLAS."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()

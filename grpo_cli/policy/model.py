@@ -288,13 +288,8 @@ def _copy_reference(model: nn.Module) -> Callable[[], ContextManager[nn.Module]]
 
 
 def build_policy(cfg: ModelConfig, *, need_reference: bool) -> Policy:
-    """Load and prepare the policy described by `cfg` (see the module docstring)."""
-    if cfg.adapter_path is not None and not cfg.lora.enabled:
-        raise UserError("model.adapter_path needs model.lora.enabled=true (to fine-tune a full "
-                        "model checkpoint, set model.name_or_path to its folder)")
-    if cfg.quantization != "none" and not cfg.lora.enabled:
-        raise UserError(f"model.quantization={cfg.quantization} needs model.lora.enabled=true: "
-                        "quantized base weights cannot be trained directly")
+    """Load and prepare the policy described by `cfg` (see the module docstring); `cfg` has
+    passed config/rules.py (a quantized base or an adapter_path needs LoRA)."""
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     tokenizer, model = load_base(cfg, device, dtype)

@@ -9,10 +9,11 @@ registered name or as 'package.module:function'):
 - None means "not applicable to this sample": it is left out of that sample's weighted sum
   (and of the component's mean/std).
 - `metadata` always holds `completion_ids_len: list[int]`, `truncated: list[bool]`,
-  `max_new_tokens: int`, `answer_format: str` ("r1" | "hash" | "boxed": the prompt template)
-  and the dataset's per-sample lists (level, subject, source, ...), plus the component's
-  configured `kwargs` (which win over metadata of the same name). Accept `**kwargs` and ignore
-  what you do not use; a function without `**kwargs` is refused when the stack is built.
+  `max_new_tokens: int`, `answer_format: str` ("r1" | "hash" | "boxed": the prompt template,
+  given once when the stack is built) and the dataset's per-sample lists (level, subject,
+  source, ...), plus the component's configured `kwargs` (which win over metadata of the
+  same name). Accept `**kwargs` and ignore what you do not use; a function without
+  `**kwargs` is refused when the stack is built.
 - Returning the wrong number of values, or a non-number, fails the run at once (UserError).
   Raising, or running past the component's `timeout_s` on a sample, does not: that sample
   gets the component's `fallback` and is counted in `rewards/<name>/errors`.

@@ -93,11 +93,17 @@ def _sample_metadata(metadata: Dict[str, Any], i: int, n: int) -> Dict[str, Any]
 
 
 class RewardStack:
-    """Callable: `stack(prompts, completions, answers, **metadata) -> RewardResult`."""
+    """Callable: `stack(prompts, completions, answers, **metadata) -> RewardResult`.
 
-    def __init__(self, components: Sequence[Component], num_workers: int = 4) -> None:
+    `answer_format` (the prompt template: "r1" | "hash" | "boxed") is fixed when the stack is
+    built, for every batch it scores; the stack adds it to each call's metadata.
+    """
+
+    def __init__(self, components: Sequence[Component], num_workers: int = 4, *,
+                 answer_format: str) -> None:
         self.components = list(components)
         self.num_workers = num_workers
+        self.answer_format = answer_format
         self.correctness_name = next(
             (c.name for c in self.components if c.name == "correctness"),
             next((c.name for c in self.components if c.fn_path == "correctness"), None))
@@ -147,6 +153,10 @@ class RewardStack:
         n = len(completions)
         if len(prompts) != n or len(answers) != n:
             raise ValueError(f"{len(prompts)} prompts, {n} completions, {len(answers)} answers")
+        if "answer_format" in metadata:
+            raise TypeError("answer_format is fixed when the stack is built "
+                            "(build_reward_stack(cfg, answer_format=...)), not passed per call")
+        metadata = {**metadata, "answer_format": self.answer_format}
         per_component: Dict[str, torch.Tensor] = {}
         errors: Dict[str, int] = {}
         total = torch.zeros(n, dtype=torch.float32)  # [N]
@@ -232,13 +242,12 @@ def build_component(name: str, spec: RewardComponent) -> Component:
                      None if spec.fallback is None else float(spec.fallback))
 
 
-def build_reward_stack(cfg: RewardConfig) -> RewardStack:
-    """The RewardStack of `cfg.reward` (UserError for an unknown, bad or unimportable fn)."""
-    if not cfg.components:
-        raise UserError("reward.components is empty: configure at least one reward "
-                        f"(registered: {', '.join(sorted(REGISTRY))})")
+def build_reward_stack(cfg: RewardConfig, *, answer_format: str) -> RewardStack:
+    """The RewardStack of `cfg.reward` for prompts in `answer_format` (the data's template);
+    UserError for an unknown, bad or unimportable fn. That there is at least one component is
+    a config rule (config/rules.py)."""
     components = [build_component(name, spec) for name, spec in cfg.components.items()]
     for comp in components:
         log.info("reward '%s': %s, weight %g, kwargs %s", comp.name, comp.fn_path,
                  comp.weight, comp.kwargs)
-    return RewardStack(components, cfg.num_workers)
+    return RewardStack(components, cfg.num_workers, answer_format=answer_format)

@@ -1,9 +1,20 @@
 """The rollout contract: prompts and sampling settings in, a `Rollout` out.
 
+    generate(model, tokenizer, prompts, sampling, *, batch_size, on_batch, merge_adapters)
+
+`sampling` is a `SamplingSettings`: *what* to sample, in terms every engine has (completions
+per prompt, length limits, temperature, top-p, top-k, greedy); a vLLM `SamplingParams` says
+the same with other names (n, max_tokens, min_tokens; greedy is temperature 0). The keyword
+arguments are *how* this engine runs it: how many sequences at once, a progress hook, and
+whether LoRA is merged for decoding. Callers build the settings from their own config
+(trainer/settings.py from `rollout` + `algo.num_generations`, evaluation/runner.py from
+`eval`), so rollout/ never imports a config schema. It lives in settings.py, which imports
+neither torch nor transformers, so a caller can describe a generation without loading them.
+
 `generate` samples `num_samples` completions per prompt, batched across prompts with left
 padding, with our decode loop (`hf.py`, the one engine today). Another engine lands as a
-sibling module of `hf.py` and returns the same `Rollout`: rewards, advantages and the loss
-never know which engine ran.
+sibling module of `hf.py`, takes the same settings and returns the same `Rollout`: rewards,
+advantages and the loss never know which engine ran.
 
 A `Rollout` holds everything later stages need, as tensors on the policy's device:
 
@@ -24,6 +35,9 @@ import torch
 
 from grpo_cli.policy.tokenizer import stop_token_ids
 from grpo_cli.rollout.hf import sample_tokens
+from grpo_cli.rollout.settings import SamplingSettings
+
+__all__ = ["Rollout", "SamplingSettings", "concat_rollouts", "eos_token_ids", "generate"]
 
 
 @dataclass
@@ -73,12 +87,10 @@ def _completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[
 
 
 @torch.no_grad()
-def generate(model: Any, tokenizer: Any, prompts: list[str], *, num_samples: int,
-             max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-             min_new_tokens: int = 0, greedy: bool = False, batch_size: Optional[int] = None,
-             on_batch: Optional[Callable[[int], None]] = None,
+def generate(model: Any, tokenizer: Any, prompts: list[str], sampling: SamplingSettings, *,
+             batch_size: Optional[int] = None, on_batch: Optional[Callable[[int], None]] = None,
              merge_adapters: str = "off") -> Rollout:
-    """Sample `num_samples` completions for each (chat-rendered) prompt.
+    """Sample `sampling.num_samples` completions for each (chat-rendered) prompt.
 
     `batch_size` caps the sequences generated at once (prompts are never split across
     batches, so a group is sampled together). `on_batch(n)` is called after each batch with
@@ -91,31 +103,46 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, num_samples: int
     device = next(model.parameters()).device
     eos_ids = eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id
-    per_batch = max(1, (batch_size or len(prompts) * num_samples) // num_samples)
+    S = sampling.num_samples
+    per_batch = max(1, (batch_size or len(prompts) * S) // S)
     pieces = []
     was_training = model.training
     model.eval()
     try:
         with merged_for_decoding(model, merge_adapters) as merged:
-            keep_logp = merged and not greedy
+            keep_logp = merged and not sampling.greedy
             for start in range(0, len(prompts), per_batch):
                 enc = tokenizer(prompts[start:start + per_batch], return_tensors="pt",
                                 padding=True, add_special_tokens=False).to(device)
-                out = sample_tokens(
-                    model, enc["input_ids"], enc["attention_mask"], num_samples=num_samples,
-                    max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
-                    min_new_tokens=min_new_tokens, temperature=temperature, top_p=top_p,
-                    top_k=top_k, greedy=greedy, with_logprobs=keep_logp)
+                out = sample_tokens(model, enc["input_ids"], enc["attention_mask"], sampling,
+                                    eos_ids=eos_ids, pad_id=pad_id, with_logprobs=keep_logp)
                 completion, logp = out if keep_logp else (out, None)  # [n*S, T] each
-                pieces.append((enc["input_ids"].repeat_interleave(num_samples, dim=0),
-                               enc["attention_mask"].repeat_interleave(num_samples, dim=0),
-                               completion, logp))
+                pieces.append(_rollout_of_batch(
+                    enc["input_ids"].repeat_interleave(S, dim=0),
+                    enc["attention_mask"].repeat_interleave(S, dim=0),
+                    completion, logp, eos_ids, pad_id, tokenizer))
                 if on_batch is not None:
                     on_batch(completion.shape[0])
     finally:
         if was_training:
             model.train()
-    return _assemble(pieces, eos_ids, pad_id, tokenizer)
+    return concat_rollouts(pieces, pad_id)
+
+
+def _rollout_of_batch(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                      completion_ids: torch.Tensor, logp: Optional[torch.Tensor],
+                      eos_ids: list[int], pad_id: int, tokenizer: Any) -> Rollout:
+    """One generation batch as a Rollout: masks up to the first EOS, pad after it, texts."""
+    completion_mask, truncated = _completion_mask(completion_ids, eos_ids)  # [n, T], [n]
+    completion_ids = torch.where(completion_mask.bool(), completion_ids,
+                                 torch.full_like(completion_ids, pad_id))  # [n, T]
+    texts = tokenizer.batch_decode(
+        [ids[: int(n)] for ids, n in zip(completion_ids, completion_mask.sum(1))],
+        skip_special_tokens=True)
+    if logp is not None:
+        logp = logp * completion_mask  # [n, T]
+    return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, truncated, texts,
+                   logp)
 
 
 def _pad_to(t: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor:
@@ -124,26 +151,6 @@ def _pad_to(t: torch.Tensor, width: int, value: int, left: bool) -> torch.Tensor
         return t
     fill = torch.full((t.shape[0], gap), value, dtype=t.dtype, device=t.device)
     return torch.cat([fill, t] if left else [t, fill], dim=1)
-
-
-def _assemble(pieces: list, eos_ids: list[int], pad_id: int, tokenizer: Any) -> Rollout:
-    P = max(p[0].shape[1] for p in pieces)
-    L = max(max(p[2].shape[1] for p in pieces), 1)
-    prompt_ids = torch.cat([_pad_to(p[0], P, pad_id, left=True) for p in pieces])  # [N, P]
-    prompt_mask = torch.cat([_pad_to(p[1], P, 0, left=True) for p in pieces])  # [N, P]
-    completion_ids = torch.cat([_pad_to(p[2], L, pad_id, left=False) for p in pieces])  # [N, L]
-    completion_mask, truncated = _completion_mask(completion_ids, eos_ids)
-    completion_ids = torch.where(completion_mask.bool(), completion_ids,
-                                 torch.full_like(completion_ids, pad_id))  # [N, L]
-    texts = tokenizer.batch_decode(
-        [ids[: int(n)] for ids, n in zip(completion_ids, completion_mask.sum(1))],
-        skip_special_tokens=True)
-    logp = None
-    if pieces[0][3] is not None:
-        logp = torch.cat([_pad_to(p[3], L, 0, left=False) for p in pieces])  # [N, L]
-        logp = logp * completion_mask  # [N, L]
-    return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, truncated, texts,
-                   logp)
 
 
 def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:

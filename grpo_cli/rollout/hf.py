@@ -1,4 +1,4 @@
-"""Our decode loop (the `hf` engine): `num_samples` continuations per prompt row.
+"""Our decode loop (the `hf` engine): `SamplingSettings.num_samples` continuations per prompt.
 
 The engine is a small decode loop over the model with transformers' KV cache (`sample_tokens`),
 not `model.generate`, because two things make it much cheaper for GRPO's "G samples of the
@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from grpo_cli.rollout.settings import SamplingSettings
 
 
 def mask_top_k(scores: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -60,9 +62,9 @@ def draw_inverse_cdf(scores: torch.Tensor) -> torch.Tensor:
 
     The same distribution as `torch.multinomial(scores.softmax(-1), 1)` (the weights are the
     float32 softmax numerators; tokens at -inf get none), drawn with one uniform number per
-    row: ~5x cheaper than multinomial on CPU, which draws an exponential number per vocabulary
-    entry. float64 keeps the cumulative sum exact to ~1e-16 of the total, so even tokens of
-    probability 1e-12 keep their share.
+    row: cheaper than multinomial on CPU (README, "Speed against TRL"), which draws an
+    exponential number per vocabulary entry. float64 keeps the cumulative sum exact to ~1e-16
+    of the total, so even tokens of probability 1e-12 keep their share.
     """
     weights = (scores - scores.max(dim=-1, keepdim=True).values).exp()  # [N, V] float32
     cdf = weights.double().cumsum_(dim=-1)  # [N, V]
@@ -80,11 +82,11 @@ def draw_multinomial(scores: torch.Tensor) -> torch.Tensor:
 Draw = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _choose(scores: torch.Tensor, greedy: bool, temperature: float, top_k: int,
-            top_p: float, draw: Draw) -> torch.Tensor:
-    if greedy:
+def _choose(scores: torch.Tensor, sampling: SamplingSettings, draw: Draw) -> torch.Tensor:
+    if sampling.greedy:
         return scores.argmax(dim=-1)  # [N]
-    return draw(process_logits(scores, temperature=temperature, top_k=top_k, top_p=top_p))
+    return draw(process_logits(scores, temperature=sampling.temperature, top_k=sampling.top_k,
+                               top_p=sampling.top_p))
 
 
 def _drop_rows(cache: Any, keep: torch.Tensor) -> bool:
@@ -151,26 +153,28 @@ def new_cache(model: Any, capacity: int) -> DynamicCache:
 
 
 @torch.no_grad()
-def sample_tokens(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
-                  num_samples: int, max_new_tokens: int, eos_ids: list[int], pad_id: int,
-                  min_new_tokens: int = 0, temperature: float = 1.0, top_p: float = 1.0,
-                  top_k: int = 0, greedy: bool = False, draw: Draw = draw_inverse_cdf,
-                  with_logprobs: bool = False
+def sample_tokens(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  sampling: SamplingSettings, *, eos_ids: list[int], pad_id: int,
+                  draw: Draw = draw_inverse_cdf, with_logprobs: bool = False
                   ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """`num_samples` continuations of each left-padded prompt row: `[n * S, T]` token ids.
+    """`S = sampling.num_samples` continuations of each left-padded prompt row: `[n * S, T]`
+    token ids.
 
     Row i*S + s is sample s of prompt i; after a row's EOS come pad tokens; T <= max_new_tokens
     (the loop stops when every row has ended). The prompt is prefilled once and its cache
     repeated S times; finished rows are dropped from the cache.
 
-    `with_logprobs=True` also returns `[n * S, T]` float32 log-probs of the drawn tokens under
-    the sampling model at `temperature` with no top-k/top-p/EOS masking: what the trainer's
-    log-prob pass computes, so the two can be compared (0 after a row's end).
+    `draw` picks one token per row from the warped logits (`draw_multinomial` follows
+    transformers' RNG stream). `with_logprobs=True` also returns `[n * S, T]` float32
+    log-probs of the drawn tokens under the sampling model at `sampling.temperature` with no
+    top-k/top-p/EOS masking: what the trainer's log-prob pass computes, so the two can be
+    compared (0 after a row's end).
     """
     from grpo_cli.algo.logprobs import position_ids_from_mask
 
     n, P = input_ids.shape
-    S = num_samples
+    S, max_new_tokens, temperature = (sampling.num_samples, sampling.max_new_tokens,
+                                      sampling.temperature)
     out = model(input_ids=input_ids, attention_mask=attention_mask,
                 position_ids=position_ids_from_mask(attention_mask),
                 past_key_values=new_cache(model, P + max_new_tokens), use_cache=True,
@@ -194,9 +198,9 @@ def sample_tokens(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
         if logps is not None:
             raw = logits / temperature if temperature != 1.0 else logits  # [A, V]
             raw_logz = torch.logsumexp(raw, dim=-1)  # [A]
-        if t < min_new_tokens and eos.numel():
+        if t < sampling.min_new_tokens and eos.numel():
             logits[:, eos] = float("-inf")
-        nxt = _choose(logits, greedy, temperature, top_k, top_p, draw)  # [A]
+        nxt = _choose(logits, sampling, draw)  # [A]
         if logps is not None:
             picked = raw.gather(1, nxt.unsqueeze(1)).squeeze(1) - raw_logz  # [A]
             logps[rows, t] = torch.where(finished, torch.zeros_like(picked), picked)

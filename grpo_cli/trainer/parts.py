@@ -30,7 +30,6 @@ class RunParts:
     rewards: Any  # rewards.RewardStack
     records: list  # data.Record per training prompt
     prompts: list[str]  # the chat-templated text of each record
-    answer_format: str
     sampler: Any  # trainer.sampler.PromptSampler
     tracker: Any  # tracking.Tracker
     hooks: Hooks = NO_HOOKS

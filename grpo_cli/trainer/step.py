@@ -35,6 +35,7 @@ from grpo_cli.algo.loss import combine_metrics, grpo_loss
 from grpo_cli.rollout.engine import Rollout, concat_rollouts, generate
 from grpo_cli.trainer.memory import halve_micro_batch, halve_rollout_batch, retry_on_oom
 from grpo_cli.trainer.parts import RunParts, RunState
+from grpo_cli.trainer.settings import loss_settings, sampling_settings
 
 
 @dataclass
@@ -84,9 +85,7 @@ def _score(parts: RunParts, state: RunState, indices: list[int]) -> ScoredBatch:
         with parts.tracker.rollout_progress(len(indices) * G) as bar:
             parts.hooks.before_rollout(state.step)
             return generate(parts.policy.model, tok, [parts.prompts[i] for i in indices],
-                            num_samples=G, max_new_tokens=cfg.rollout.max_new_tokens,
-                            temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                            top_k=cfg.rollout.top_k, min_new_tokens=cfg.rollout.min_new_tokens,
+                            sampling_settings(cfg.rollout, G),
                             batch_size=state.rollout_batch_size, on_batch=bar.update,
                             merge_adapters=cfg.rollout.merge_adapters)
 
@@ -98,8 +97,7 @@ def _score(parts: RunParts, state: RunState, indices: list[int]) -> ScoredBatch:
     result = parts.rewards(
         [parts.prompts[i] for i in indices for _ in range(G)], ro.texts,
         [r.answer for r in recs], completion_ids_len=ro.lengths.tolist(),
-        truncated=ro.truncated.tolist(), max_new_tokens=cfg.rollout.max_new_tokens,
-        answer_format=parts.answer_format, **metadata)
+        truncated=ro.truncated.tolist(), max_new_tokens=cfg.rollout.max_new_tokens, **metadata)
     t2 = time.perf_counter()
     comps = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in result.per_component.items()}
     total = torch.as_tensor(result.total, dtype=torch.float32)  # [N]
@@ -230,10 +228,9 @@ def _accumulate(parts: RunParts, state: RunState, ro: Rollout, rows_mini: torch.
             sampler = ro.sampler_logp[rows]
             sampler = torch.where(torch.isnan(sampler), old, sampler)  # [m, L]
         loss, sums = grpo_loss(
-            logp, old, ref, adv[rows], loss_mask[rows], algo.epsilon_low,
-            algo.epsilon_high, beta if ref is not None else 0.0, algo.loss_agg,
-            cfg.rollout.max_new_tokens, num_seqs=len(rows_mini), num_tokens=tokens,
-            sampler_logp=sampler, is_cap=algo.is_cap)
+            logp, old, ref, adv[rows], loss_mask[rows],
+            loss_settings(algo, cfg.rollout.max_new_tokens, beta if ref is not None else 0.0),
+            num_seqs=len(rows_mini), num_tokens=tokens, sampler_logp=sampler)
         loss = parts.hooks.on_loss(loss, state.step)
         parts.hooks.before_backward(state.step, micro, num_micro)
         loss.backward()

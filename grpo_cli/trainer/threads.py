@@ -1,12 +1,10 @@
 """How many threads torch uses on CPU (`trainer.cpu_threads`).
 
 On cores shared with other processes, torch's default (one thread per core) makes its
-threads wait for each other at every parallel region: `scripts/bench_threads.py` measured a
-LoRA-sized matrix workload 1.6-1.8x slower with 2 threads than with 1 on a 2-core machine
-with one or two other busy processes, and 1.9x faster with 2 in a quiet moment (README,
-"CPU threads"). So `null` (auto) counts the cores this
-process may use and takes away the ones already busy (the 1-minute load average), keeping
-at least one:
+threads wait for each other at every parallel region: slower with 2 threads than with 1 on
+a busy 2-core machine, faster in a quiet moment (`scripts/bench_threads.py`; the numbers are
+in the README, "CPU threads"). So `null` (auto) counts the cores this process may use and
+takes away the ones already busy (the 1-minute load average), keeping at least one:
 
     cpu_threads = max(1, cores - round(load average))
 

@@ -133,7 +133,9 @@ def build(cfg: GrpoConfig, dcfg: DictConfig, run_dir: Path,
         seed_everything(cfg.trainer.seed)
         set_cpu_threads(cfg.trainer.cpu_threads, cfg.model.device)
 
-        rewards = build_reward_stack(cfg.reward)
+        # The data's answer format is its template (DatasetSplits.answer_format), known before
+        # the data loads: the stack is built first, so a bad reward fails before the model.
+        rewards = build_reward_stack(cfg.reward, answer_format=cfg.data.template)
         examples = read_examples(cfg.data, cfg.trainer.seed)  # a bad file fails before the model
         need_ref = cfg.algo.beta > 0 or cfg.algo.kl_target is not None
         policy = build_policy(cfg.model, need_reference=need_ref)
@@ -160,7 +162,7 @@ def build(cfg: GrpoConfig, dcfg: DictConfig, run_dir: Path,
     for problem in reward_template_problems(cfg):
         tracker.warn(problem)
     parts = RunParts(cfg, policy, optimizer, scheduler, params, kl_ctl, rewards, data.train,
-                     prompts, data.answer_format, sampler, tracker, hooks)
+                     prompts, sampler, tracker, hooks)
     return parts, state, Checkpointer(parts, run_dir, dcfg), data.test
 
 

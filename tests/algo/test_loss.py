@@ -8,6 +8,7 @@ import torch
 from grpo_cli.algo.loss import (
     AdaptiveKLController,
     FixedKLController,
+    LossSettings,
     aggregate,
     combine_metrics,
     grpo_loss,
@@ -32,18 +33,9 @@ def _single_token(rho: float, adv: float) -> tuple[float, float, dict]:
     """Loss, d loss / d logp, and combined metrics for one token with ratio rho."""
     logp = torch.tensor([[math.log(rho)]], requires_grad=True)  # [1, 1]
     old = torch.zeros(1, 1)  # [1, 1]
-    loss, sums = grpo_loss(
-        logp,
-        old,
-        None,
-        torch.tensor([adv]),
-        torch.ones(1, 1),
-        EPS_LOW,
-        EPS_HIGH,
-        0.0,
-        "token_mean",
-        max_len=1,
-    )
+    loss, sums = grpo_loss(logp, old, None, torch.tensor([adv]), torch.ones(1, 1),
+                           LossSettings(EPS_LOW, EPS_HIGH, 0.0, "token_mean",
+                                        max_completion_length=1))
     loss.backward()
     return loss.item(), logp.grad.item(), combine_metrics([sums])
 
@@ -117,19 +109,17 @@ def test_micro_batches_sum_to_full_batch(mode: str) -> None:
     adv = torch.randn(n)  # [5]
     mask = torch.rand(n, length) > 0.3  # [5, 4]
     mask[0] = False  # one empty sequence
-    kwargs = dict(
-        epsilon_low=EPS_LOW, epsilon_high=EPS_HIGH, beta=0.05, loss_agg=mode, max_len=length
-    )
+    settings = LossSettings(epsilon_low=EPS_LOW, epsilon_high=EPS_HIGH, beta=0.05, loss_agg=mode,
+                            max_completion_length=length)
 
-    full, full_sums = grpo_loss(logp, old, ref, adv, mask, **kwargs)
+    full, full_sums = grpo_loss(logp, old, ref, adv, mask, settings)
     (full_grad,) = torch.autograd.grad(full, logp)
 
     totals = dict(num_seqs=n, num_tokens=int(mask.sum()))
     micro_losses, parts = [], []
     for rows in (slice(0, 2), slice(2, 4), slice(4, 5)):
-        loss, sums = grpo_loss(
-            logp[rows], old[rows], ref[rows], adv[rows], mask[rows], **kwargs, **totals
-        )
+        loss, sums = grpo_loss(logp[rows], old[rows], ref[rows], adv[rows], mask[rows], settings,
+                               **totals)
         micro_losses.append(loss)
         parts.append(sums)
     total = torch.stack(micro_losses).sum()
@@ -153,18 +143,9 @@ def test_rho_one_loss_near_zero_but_gradient_not() -> None:
     # seq_mean_token_mean with A = [1, -1], L=2: ((-1) + (+1)) / 2 = 0.
     # d loss / d logp_it = -A_i / (L * N) = -A_i / 4 -> [[-0.25, -0.25], [0.25, 0.25]]
     logp = torch.tensor([[-1.0, -2.0], [-0.5, -3.0]], requires_grad=True)
-    loss, _ = grpo_loss(
-        logp,
-        logp.detach(),
-        None,
-        torch.tensor([1.0, -1.0]),
-        torch.ones(2, 2),
-        EPS_LOW,
-        EPS_HIGH,
-        0.0,
-        "seq_mean_token_mean",
-        max_len=2,
-    )
+    loss, _ = grpo_loss(logp, logp.detach(), None, torch.tensor([1.0, -1.0]), torch.ones(2, 2),
+                        LossSettings(EPS_LOW, EPS_HIGH, 0.0, "seq_mean_token_mean",
+                                     max_completion_length=2))
     loss.backward()
     assert loss.item() == 0.0
     torch.testing.assert_close(logp.grad, torch.tensor([[-0.25, -0.25], [0.25, 0.25]]))
@@ -174,35 +155,16 @@ def test_kl_term_and_metric() -> None:
     # logp = 0, ref = ln2 (k3 = 1 - ln2 = 0.306853), A = 0 -> loss = beta * 0.306853
     logp = torch.zeros(1, 2)
     ref = torch.full((1, 2), LN2)
-    loss, sums = grpo_loss(
-        logp,
-        logp,
-        ref,
-        torch.zeros(1),
-        torch.ones(1, 2),
-        EPS_LOW,
-        EPS_HIGH,
-        0.1,
-        "token_mean",
-        max_len=2,
-    )
+    loss, sums = grpo_loss(logp, logp, ref, torch.zeros(1), torch.ones(1, 2),
+                           LossSettings(EPS_LOW, EPS_HIGH, 0.1, "token_mean",
+                                        max_completion_length=2))
     assert loss.item() == pytest.approx(0.1 * (1 - LN2))
     metrics = combine_metrics([sums])
     assert metrics["kl"] == pytest.approx(1 - LN2)
     assert metrics["pg_loss"] == 0.0
     with pytest.raises(ValueError, match="needs ref_logp"):
-        grpo_loss(
-            logp,
-            logp,
-            None,
-            torch.zeros(1),
-            torch.ones(1, 2),
-            EPS_LOW,
-            EPS_HIGH,
-            0.1,
-            "token_mean",
-            max_len=2,
-        )
+        grpo_loss(logp, logp, None, torch.zeros(1), torch.ones(1, 2),
+                  LossSettings(EPS_LOW, EPS_HIGH, 0.1, "token_mean", max_completion_length=2))
 
 
 def test_adaptive_kl_controller() -> None:
@@ -230,9 +192,9 @@ def test_sampler_importance_weight(cap, weight) -> None:
     logp = torch.tensor([[math.log(0.5), math.log(0.2)]], requires_grad=True)  # [1, 2]
     sampler = torch.tensor([[math.log(0.4), math.log(0.2)]])  # [1, 2]
     mask = torch.tensor([[1.0, 0.0]])
-    loss, sums = grpo_loss(logp, logp.detach(), None, torch.tensor([2.0]), mask, EPS_LOW,
-                           EPS_HIGH, 0.0, "token_mean", max_len=2, sampler_logp=sampler,
-                           is_cap=cap)
+    loss, sums = grpo_loss(logp, logp.detach(), None, torch.tensor([2.0]), mask,
+                           LossSettings(EPS_LOW, EPS_HIGH, 0.0, "token_mean",
+                                        max_completion_length=2, is_cap=cap), sampler_logp=sampler)
     loss.backward()
     assert loss.item() == pytest.approx(-2.0 * weight)
     assert logp.grad[0, 0].item() == pytest.approx(-2.0 * weight)
@@ -247,14 +209,17 @@ def test_sampler_weight_leaves_the_kl_term_alone() -> None:
     # A = 0: the policy term is 0 whatever w is, so loss = beta * KL, unweighted.
     logp = torch.zeros(1, 1, requires_grad=True)
     loss, sums = grpo_loss(logp, logp.detach(), torch.full((1, 1), LN2), torch.zeros(1),
-                           torch.ones(1, 1), EPS_LOW, EPS_HIGH, 0.5, "token_mean", max_len=1,
-                           sampler_logp=torch.full((1, 1), -0.1), is_cap=2.0)
+                           torch.ones(1, 1),
+                           LossSettings(EPS_LOW, EPS_HIGH, 0.5, "token_mean",
+                                        max_completion_length=1, is_cap=2.0),
+                           sampler_logp=torch.full((1, 1), -0.1))
     assert loss.item() == pytest.approx(0.5 * (1 - LN2))
     assert combine_metrics([sums])["kl"] == pytest.approx(1 - LN2)
     # A = 1: policy term -1 * w = -e^0.1, KL term still 0.5 * (1 - ln2).
     loss, _ = grpo_loss(logp, logp.detach(), torch.full((1, 1), LN2), torch.ones(1),
-                        torch.ones(1, 1), EPS_LOW, EPS_HIGH, 0.5, "token_mean", max_len=1,
-                        sampler_logp=torch.full((1, 1), -0.1), is_cap=2.0)
+                        torch.ones(1, 1),
+                        LossSettings(EPS_LOW, EPS_HIGH, 0.5, "token_mean", max_completion_length=1,
+                                     is_cap=2.0), sampler_logp=torch.full((1, 1), -0.1))
     assert loss.item() == pytest.approx(-math.exp(0.1) + 0.5 * (1 - LN2))
 
 
@@ -269,9 +234,9 @@ def test_huge_gaps_on_padding_cannot_make_nan(mode) -> None:
     logp = torch.tensor([[-1.0, 0.0]], requires_grad=True)  # [1, 2]
     far = torch.tensor([[-1.0, -1000.0]])  # [1, 2]
     mask = torch.tensor([[1.0, 0.0]])
-    loss, sums = grpo_loss(logp, far, far, torch.tensor([2.0]), mask, EPS_LOW, EPS_HIGH, 0.1,
-                           mode, max_len=2, sampler_logp=torch.tensor([[-1.0, 1000.0]]),
-                           is_cap=2.0)
+    loss, sums = grpo_loss(logp, far, far, torch.tensor([2.0]), mask,
+                           LossSettings(EPS_LOW, EPS_HIGH, 0.1, mode, max_completion_length=2,
+                                        is_cap=2.0), sampler_logp=torch.tensor([[-1.0, 1000.0]]))
     loss.backward()
     assert loss.item() == pytest.approx(-1.0 if mode == "seq_mean_token_sum_norm" else -2.0)
     assert torch.isfinite(logp.grad).all() and logp.grad[0, 1].item() == 0.0
@@ -283,23 +248,24 @@ def test_pg_loss_is_averaged_over_updates() -> None:
     # Two updates (e.g. num_iterations=2), each one micro-batch with pg_loss -2: the step's
     # pg_loss is their mean, -2, like the logged loss; not their sum, -4.
     logp = torch.zeros(1, 1)
-    _, sums = grpo_loss(logp, logp, None, torch.tensor([2.0]), torch.ones(1, 1), EPS_LOW,
-                        EPS_HIGH, 0.0, "token_mean", max_len=1)
+    _, sums = grpo_loss(logp, logp, None, torch.tensor([2.0]), torch.ones(1, 1),
+                        LossSettings(EPS_LOW, EPS_HIGH, 0.0, "token_mean", max_completion_length=1))
     assert combine_metrics([sums, sums], num_updates=2)["pg_loss"] == pytest.approx(-2.0)
 
 
 def test_pg_loss_equals_loss_without_kl_even_with_sampler_weights() -> None:
     logp = torch.log(torch.tensor([[0.5, 0.25, 0.1]]))  # [1, 3]
-    loss, sums = grpo_loss(logp, logp, None, torch.tensor([1.5]), torch.ones(1, 3), EPS_LOW,
-                           EPS_HIGH, 0.0, "seq_mean_token_mean", max_len=3,
-                           sampler_logp=logp - 0.2, is_cap=2.0)
+    loss, sums = grpo_loss(logp, logp, None, torch.tensor([1.5]), torch.ones(1, 3),
+                           LossSettings(EPS_LOW, EPS_HIGH, 0.0, "seq_mean_token_mean",
+                                        max_completion_length=3, is_cap=2.0),
+                           sampler_logp=logp - 0.2)
     assert combine_metrics([sums])["pg_loss"] == pytest.approx(loss.item())
 
 
 def test_no_sampler_logprobs_means_weight_one() -> None:
     logp = torch.zeros(1, 3)
-    _, sums = grpo_loss(logp, logp, None, torch.ones(1), torch.ones(1, 3), EPS_LOW, EPS_HIGH,
-                        0.0, "token_mean", max_len=3)
+    _, sums = grpo_loss(logp, logp, None, torch.ones(1), torch.ones(1, 3),
+                        LossSettings(EPS_LOW, EPS_HIGH, 0.0, "token_mean", max_completion_length=3))
     metrics = combine_metrics([sums])
     assert metrics["sampler/is_weight"] == 1.0 and metrics["sampler/logp_gap"] == 0.0
 
@@ -308,6 +274,7 @@ def test_no_counted_token_leaves_the_token_means_out() -> None:
     # Every completion masked (e.g. all truncated under mask_truncated): pg_loss 0 is a value,
     # but kl, clip ratios, ratio_mean and the sampler means were not measured at all.
     logp = torch.zeros(2, 3)
-    _, sums = grpo_loss(logp, logp, logp, torch.ones(2), torch.zeros(2, 3), EPS_LOW, EPS_HIGH,
-                        0.1, "token_mean", max_len=3, sampler_logp=logp, is_cap=2.0)
+    _, sums = grpo_loss(logp, logp, logp, torch.ones(2), torch.zeros(2, 3),
+                        LossSettings(EPS_LOW, EPS_HIGH, 0.1, "token_mean", max_completion_length=3,
+                                     is_cap=2.0), sampler_logp=logp)
     assert combine_metrics([sums]) == {"pg_loss": 0.0}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import in_process
 import pytest
 import yaml
 from test_train_cli import base_args, grpo, metrics, run_env
@@ -53,10 +54,10 @@ def test_grpo_eval_on_checkpoint_uses_its_config(trained_run):
     assert (trained_run / "eval" / "arith" / "samples.jsonl").is_file()
 
 
-def test_eval_errors_are_one_line(tmp_path):
+def test_eval_errors_are_one_line(tmp_path, capsys):
     for args, needle in ((["checkpoint=" + str(tmp_path / "nope")], "does not exist"),
                          ([f"checkpoint={tmp_path}"], "config.yaml")):
-        res = cli("eval", *args)
+        res = in_process.grpo(capsys, "eval", *args)
         assert res.returncode == 2, res.stderr
         assert res.stderr.startswith("error: ") and needle in res.stderr
         assert res.stderr.strip().count("\n") == 0

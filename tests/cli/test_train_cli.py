@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import in_process
 import pytest
 import tiny_run
 from safetensors.torch import load_file
@@ -153,7 +154,8 @@ def test_quiet_run_warns_only_and_writes_readable_samples(tiny_llama_path, tmp_p
     assert "kl" not in metrics(out)[0]
 
 
-def test_bad_model_path_is_one_line(tmp_path):
-    res = grpo(*base_args(tmp_path / "no-such-model", tmp_path / "run", 1))
+def test_bad_model_path_is_one_line(tmp_path, capsys):
+    args = base_args(tmp_path / "no-such-model", tmp_path / "run", 1)
+    res = in_process.grpo(capsys, "train", *args)
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "no-such-model" in res.stderr, res.stderr

@@ -6,6 +6,7 @@ import importlib
 import subprocess
 import sys
 
+import in_process
 import pytest
 from omegaconf import OmegaConf
 
@@ -16,9 +17,10 @@ from grpo_cli.config.schema import ConfigError
 RECIPES = sorted(p.stem for p in recipe_dir().glob("*.yaml"))
 
 
-def grpo(*args: str, cwd=None) -> subprocess.CompletedProcess:
+def grpo(*args: str) -> subprocess.CompletedProcess:
+    """The real command, in a subprocess (most tests here call main in-process)."""
     return subprocess.run([sys.executable, "-m", "grpo_cli.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=120)
+                          text=True, timeout=120)
 
 
 def test_the_required_recipes_exist():
@@ -91,8 +93,8 @@ def test_bad_values_raise_config_error(override, needle):
         compose_config("train", [override])
 
 
-def test_cfg_job_shows_override():
-    out = grpo("train", "+recipe=gsm8k_qwen7b", "algo.beta=0.1", "--cfg", "job")
+def test_cfg_job_shows_override(capsys):
+    out = in_process.grpo(capsys, "train", "+recipe=gsm8k_qwen7b", "algo.beta=0.1", "--cfg", "job")
     assert out.returncode == 0, out.stderr
     algo = OmegaConf.create(out.stdout).algo
     assert algo.beta == 0.1
@@ -107,17 +109,26 @@ def test_cfg_job_shows_override():
     (["+recipe=no_such_recipe"], "unknown recipe 'no_such_recipe'"),
     (["model=no_such_model"], "unknown model option"),
 ])
-def test_cli_errors_are_one_line_exit_2(args, needle):
-    out = grpo("train", *args, "--cfg", "job")
+def test_cli_errors_are_one_line_exit_2(args, needle, capsys):
+    _assert_one_error_line(in_process.grpo(capsys, "train", *args, "--cfg", "job"), needle)
+
+
+def test_the_real_command_gives_one_error_line_and_exit_2():
+    _assert_one_error_line(grpo("train", "algo.num_generatons=8", "--cfg", "job"),
+                           "unknown config key 'algo.num_generatons'")
+
+
+def _assert_one_error_line(out: subprocess.CompletedProcess, needle: str) -> None:
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], out.stderr
     assert "Traceback" not in out.stderr
 
 
-def test_help_and_recipes(tmp_path):
-    assert "train" in grpo("--help", cwd=tmp_path).stdout
-    assert "config groups" in grpo("train", "--help", cwd=tmp_path).stdout
-    listing = grpo("recipes", cwd=tmp_path).stdout
+def test_help_and_recipes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the configs are found from any folder
+    assert "train" in in_process.grpo(capsys, "--help").stdout
+    assert "config groups" in in_process.grpo(capsys, "train", "--help").stdout
+    listing = in_process.grpo(capsys, "recipes").stdout
     for name in RECIPES:
         assert name in listing

@@ -7,9 +7,7 @@ worked out here from the schema and the files, never from a hand-kept table.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
+import in_process
 import pytest
 from omegaconf import OmegaConf
 
@@ -113,9 +111,8 @@ def test_the_note_names_the_replaced_keys():
     assert apply_group_choices("train", ["recipe=gsm8k_qwen7b", "reward=r1"], dcfg) == []
 
 
-def test_cfg_job_prints_dr_grpo_and_the_note_once():
-    out = subprocess.run([sys.executable, "-m", "grpo_cli.cli", "train", "algo=dr_grpo",
-                          "--cfg", "job"], capture_output=True, text=True, timeout=120)
+def test_cfg_job_prints_dr_grpo_and_the_note_once(capsys):
+    out = in_process.grpo(capsys, "train", "algo=dr_grpo", "--cfg", "job")
     assert out.returncode == 0, out.stderr
     algo = OmegaConf.create(out.stdout).algo
     assert (algo.loss_agg, algo.scale_rewards, algo.beta) == ("seq_mean_token_sum_norm",

@@ -16,6 +16,16 @@ needs_data = pytest.mark.skipif(not (DATA / "gsm8k" / "train.jsonl").exists(),
 NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 
+def test_the_schema_offers_exactly_the_adapters() -> None:
+    """data.name's choices (checked by the config) are the adapters data/ has."""
+    from dataclasses import fields
+
+    from grpo_cli.data.adapters import ADAPTERS
+
+    name = next(f for f in fields(DataConfig) if f.name == "name")
+    assert sorted(name.metadata["choices"]) == sorted(ADAPTERS)
+
+
 def _cfg(**kw) -> DataConfig:
     return DataConfig(shuffle=False, **kw)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from grpo_cli.config.compose import compose_config
 from grpo_cli.config.schema import GrpoConfig
 from grpo_cli.errors import UserError
 from grpo_cli.evaluation import load_checkpoint_config, run_eval
@@ -114,11 +115,10 @@ def test_bad_checkpoints(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_is_one_line(tmp_path: Path) -> None:
-    cfg = GrpoConfig()
-    cfg.data.name = "imagenet"
-    cfg.eval.completions = str(tmp_path / "c.jsonl")
-    with pytest.raises(UserError, match="data.name=imagenet is not a known dataset"):
-        run_eval(cfg)
+    """The eval config refuses it (schema.py's choices), before run_eval or a model."""
+    with pytest.raises(UserError, match="data.name='imagenet' is not allowed; choose one of"):
+        compose_config("eval", ["data.name=imagenet", f"eval.completions={tmp_path / 'c.jsonl'}"],
+                       for_training=False)
 
 
 def test_completions_file_with_missing_fields(tmp_path: Path) -> None:
@@ -131,3 +131,15 @@ def test_completions_file_with_missing_fields(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"c\.jsonl:2: missing 'answer'"):
         run_eval(cfg)
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_samples_greedily_for_one_sample_and_with_eval_keys_for_more():
+    from grpo_cli.config.schema import EvalConfig
+    from grpo_cli.evaluation.runner import eval_sampling
+
+    one = eval_sampling(EvalConfig(num_samples=1, max_new_tokens=64, temperature=0.6))
+    assert one.greedy and (one.num_samples, one.max_new_tokens) == (1, 64)
+    many = eval_sampling(EvalConfig(num_samples=4, max_new_tokens=64, temperature=0.6,
+                                    top_p=0.95, top_k=10))
+    assert not many.greedy
+    assert (many.num_samples, many.temperature, many.top_p, many.top_k) == (4, 0.6, 0.95, 10)

@@ -10,7 +10,7 @@ from lora_policy import lora_policy
 from grpo_cli.config.schema import LoraConfig, ModelConfig
 from grpo_cli.policy import merge
 from grpo_cli.policy.model import build_policy
-from grpo_cli.rollout.engine import generate
+from grpo_cli.rollout.engine import SamplingSettings, generate
 
 IDS = torch.tensor([[5, 17, 42, 99, 7, 300, 12, 64], [8, 9, 10, 11, 120, 13, 14, 15]])  # [2, 8]
 PROMPTS = ["What is 2 + 3?", "Natalia sold clips to 48 of her friends in April"]
@@ -57,9 +57,9 @@ def _reference_logits(policy):
 
 def test_merged_greedy_decoding_gives_the_same_tokens(tiny_llama_path):
     policy = _policy(tiny_llama_path)
-    kw = dict(num_samples=2, max_new_tokens=10, greedy=True)
-    plain = generate(policy.model, policy.tokenizer, PROMPTS, merge_adapters="off", **kw)
-    fused = generate(policy.model, policy.tokenizer, PROMPTS, merge_adapters="on", **kw)
+    greedy = SamplingSettings(num_samples=2, max_new_tokens=10, greedy=True)
+    plain = generate(policy.model, policy.tokenizer, PROMPTS, greedy, merge_adapters="off")
+    fused = generate(policy.model, policy.tokenizer, PROMPTS, greedy, merge_adapters="on")
     assert torch.equal(fused.completion_ids, plain.completion_ids)
     assert plain.sampler_logp is None and fused.sampler_logp is None  # greedy: none kept
 
@@ -67,8 +67,8 @@ def test_merged_greedy_decoding_gives_the_same_tokens(tiny_llama_path):
 def test_merged_sampling_keeps_sampler_logprobs(tiny_llama_path):
     policy = _policy(tiny_llama_path)
     torch.manual_seed(0)
-    ro = generate(policy.model, policy.tokenizer, PROMPTS, num_samples=3, max_new_tokens=6,
-                  merge_adapters="on")
+    ro = generate(policy.model, policy.tokenizer, PROMPTS,
+                  SamplingSettings(num_samples=3, max_new_tokens=6), merge_adapters="on")
     assert ro.sampler_logp is not None and ro.sampler_logp.shape == ro.completion_ids.shape
     assert torch.all(ro.sampler_logp[ro.completion_mask == 0] == 0)
     assert torch.all(ro.sampler_logp[ro.completion_mask == 1] < 0)

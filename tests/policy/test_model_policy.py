@@ -9,6 +9,7 @@ import torch
 from lora_policy import perturb_lora_b
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+from grpo_cli.config.compose import compose_config
 from grpo_cli.config.schema import LoraConfig, ModelConfig
 from grpo_cli.errors import UserError
 from grpo_cli.policy.model import build_policy
@@ -132,11 +133,20 @@ def test_trust_remote_code_is_off_by_default(tiny_llama_path, tmp_path):
 
 @pytest.mark.parametrize("kw, match", [
     ({"name_or_path": "/no/such/model"}, "no such folder"),
-    ({"quantization": "nf4", "lora": LoraConfig(enabled=False)}, "lora.enabled"),
-    ({"adapter_path": "/tmp", "lora": LoraConfig(enabled=False)}, "adapter_path"),
     ({"adapter_path": "."}, "adapter_config.json"),
 ])
 def test_bad_settings_are_user_errors(tiny_llama_path, kw, match):
     cfg = ModelConfig(**{"name_or_path": str(tiny_llama_path), **kw})
     with pytest.raises(UserError, match=match):
         build_policy(cfg, need_reference=False)
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+@pytest.mark.parametrize("overrides, match", [
+    (["model.quantization=nf4", "model.lora.enabled=false"], "lora.enabled"),
+    (["model.adapter_path=/tmp", "model.lora.enabled=false"], "adapter_path"),
+])
+def test_settings_that_need_lora_are_refused_by_the_config(command, overrides, match):
+    """build_policy trusts these rules: the config refuses them before any model loads."""
+    with pytest.raises(UserError, match=match):
+        compose_config(command, overrides, for_training=command == "train")

@@ -22,7 +22,7 @@ def _completions() -> list[str]:
 def test_raising_and_hanging_rewards_are_isolated_in_bounded_time():
     spec = RewardComponent(fn="faulty_rewards:flaky", weight=2.0, timeout_s=0.2, fallback=-1.0,
                            kwargs={"hang_s": 1.5})
-    stack = RewardStack([build_component("flaky", spec)], num_workers=8)
+    stack = RewardStack([build_component("flaky", spec)], num_workers=8, answer_format="hash")
     completions = _completions()
     start = time.perf_counter()
     result = stack(["q"] * N, completions, ["a"] * N)
@@ -45,7 +45,7 @@ def test_raising_and_hanging_rewards_are_isolated_in_bounded_time():
 def test_a_reward_that_hangs_on_every_sample_is_still_bounded():
     spec = RewardComponent(fn="faulty_rewards:flaky", timeout_s=0.1, fallback=None,
                            kwargs={"hang_s": 3.0})
-    stack = RewardStack([build_component("flaky", spec)], num_workers=8)
+    stack = RewardStack([build_component("flaky", spec)], num_workers=8, answer_format="hash")
     n = 32
     start = time.perf_counter()
     result = stack(["q"] * n, ["hang"] * n, ["a"] * n)

@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 
+from grpo_cli.config.compose import compose_config
 from grpo_cli.config.schema import RewardComponent, RewardConfig
 from grpo_cli.errors import UserError
 from grpo_cli.rewards import build_reward_stack
@@ -47,11 +48,12 @@ NOT_CALLABLE = 3
 
 def meta(n):
     return dict(completion_ids_len=[10] * n, truncated=[False] * n, max_new_tokens=100,
-                answer_format="hash", index=list(range(n)))
+                index=list(range(n)))
 
 
 def stack_of(**components):
-    return build_reward_stack(RewardConfig(components=components, num_workers=4))
+    return build_reward_stack(RewardConfig(components=components, num_workers=4),
+                              answer_format="hash")
 
 
 def test_weighted_total_and_metrics():
@@ -79,7 +81,8 @@ def test_weighted_total_and_metrics():
 
 
 def test_sample_with_no_applicable_component_totals_zero():
-    stack = RewardStack([Component("odd", not_applicable_on_odd, "odd", weight=3.0)])
+    stack = RewardStack([Component("odd", not_applicable_on_odd, "odd", weight=3.0)],
+                        answer_format="hash")
     result = stack(["", ""], ["a", "b"], ["", ""], **meta(2))
     assert result.total.tolist() == [6.0, 0.0]
     # no correctness component
@@ -147,8 +150,8 @@ def test_bad_builtin_kwargs_are_user_errors_at_build_time():
         stack_of(c=RewardComponent(fn="correctness", kwargs={"mode": "lenient"}))
     with pytest.raises(UserError, match="variant"):
         stack_of(f=RewardComponent(fn="format", kwargs={"variant": "loose"}))
-    with pytest.raises(UserError, match="empty"):
-        build_reward_stack(RewardConfig())
+    with pytest.raises(UserError, match="empty"):  # a config rule: the stack trusts it
+        compose_config("train", ["~reward.components.correctness", "~reward.components.format"])
 
 
 def test_user_reward_by_import_path_and_empty_batch():
@@ -173,3 +176,15 @@ def test_batch_of_64_numeric_answers_is_fast():
     result = stack([""] * 64, completions, answers, **meta(64))
     assert time.perf_counter() - start < 0.5  # a few ms in practice
     assert accuracy(result.per_component, result.correctness_name) == pytest.approx(4 / 64)
+
+
+def test_the_answer_format_is_given_once_when_the_stack_is_built():
+    # The built-in format reward reads answer_format from the metadata: the stack adds the
+    # one it was built with, so a '\boxed{}' answer passes under 'boxed' and fails under 'hash'.
+    format_only = RewardConfig(components={"format": RewardComponent(fn="format")})
+    boxed = build_reward_stack(format_only, answer_format="boxed")
+    hashed = build_reward_stack(format_only, answer_format="hash")
+    assert boxed([""], ["so \\boxed{7}"], ["7"], **meta(1)).total.tolist() == [1.0]
+    assert hashed([""], ["so \\boxed{7}"], ["7"], **meta(1)).total.tolist() == [0.0]
+    with pytest.raises(TypeError, match="fixed when the stack is built"):
+        boxed([""], ["x"], ["7"], answer_format="hash", **meta(1))

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from grpo_cli.algo import logprobs as lp
-from grpo_cli.rollout.engine import eos_token_ids
+from grpo_cli.rollout.engine import SamplingSettings, eos_token_ids
 from grpo_cli.rollout.hf import draw_multinomial, process_logits, sample_tokens
 
 PROMPTS = ["What is 2 + 3?", "Natalia sold clips to 48 of her friends in April"]
@@ -46,8 +46,9 @@ def test_greedy_matches_generate(tiny):
     eos = eos_token_ids(model, tok)
     ref = hf_generate(model, enc, 3, max_new_tokens=12, do_sample=False, eos_token_id=eos,
                       pad_token_id=tok.pad_token_id)
-    got = sample_tokens(model, enc["input_ids"], enc["attention_mask"], num_samples=3,
-                        max_new_tokens=12, eos_ids=eos, pad_id=tok.pad_token_id, greedy=True)
+    got = sample_tokens(model, enc["input_ids"], enc["attention_mask"],
+                        SamplingSettings(num_samples=3, max_new_tokens=12, greedy=True),
+                        eos_ids=eos, pad_id=tok.pad_token_id)
     assert torch.equal(got, ref)
 
 
@@ -60,9 +61,10 @@ def test_greedy_rows_ending_at_different_steps(tiny, min_new):
     eos = [int(free[0, 3])]
     ref = hf_generate(model, enc, 2, max_new_tokens=14, min_new_tokens=min_new, do_sample=False,
                       eos_token_id=eos, pad_token_id=tok.pad_token_id)
-    got = sample_tokens(model, enc["input_ids"], enc["attention_mask"], num_samples=2,
-                        max_new_tokens=14, min_new_tokens=min_new, eos_ids=eos,
-                        pad_id=tok.pad_token_id, greedy=True)
+    got = sample_tokens(model, enc["input_ids"], enc["attention_mask"],
+                        SamplingSettings(num_samples=2, max_new_tokens=14,
+                                         min_new_tokens=min_new, greedy=True),
+                        eos_ids=eos, pad_id=tok.pad_token_id)
     assert torch.equal(got, ref)
     assert got.shape[1] >= min_new
 
@@ -75,9 +77,11 @@ def test_sampling_matches_generate_with_a_fixed_seed(tiny):
                       eos_token_id=eos_token_ids(model, tok), pad_token_id=tok.pad_token_id,
                       **kw)
     torch.manual_seed(123)
-    got = sample_tokens(model, enc["input_ids"], enc["attention_mask"], num_samples=4,
-                        max_new_tokens=10, min_new_tokens=10, eos_ids=eos_token_ids(model, tok),
-                        pad_id=tok.pad_token_id, draw=draw_multinomial, **kw)
+    got = sample_tokens(model, enc["input_ids"], enc["attention_mask"],
+                        SamplingSettings(num_samples=4, max_new_tokens=10, min_new_tokens=10,
+                                         **kw),
+                        eos_ids=eos_token_ids(model, tok), pad_id=tok.pad_token_id,
+                        draw=draw_multinomial)
     assert torch.equal(got, ref)
 
 

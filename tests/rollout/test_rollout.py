@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grpo_cli.rollout.engine import Rollout, concat_rollouts, eos_token_ids, generate
+from grpo_cli.rollout.engine import (
+    Rollout,
+    SamplingSettings,
+    concat_rollouts,
+    eos_token_ids,
+    generate,
+)
 
 PROMPTS = ["What is 2 + 3?", "Natalia sold clips to 48 of her friends in April",
            "Solve for x: 3x + 4 = 19"]
@@ -25,7 +31,8 @@ def tiny(tiny_llama_path):
 def with_extra_eos(tiny):
     """Make a token the tiny model emits early for prompt 0 a stop token too."""
     model, tok = tiny
-    free = generate(model, tok, PROMPTS[:1], num_samples=1, max_new_tokens=8, greedy=True)
+    free = generate(model, tok, PROMPTS[:1],
+                    SamplingSettings(num_samples=1, max_new_tokens=8, greedy=True))
     extra = int(free.completion_ids[0, 3])
     old = model.generation_config.eos_token_id
     model.generation_config.eos_token_id = [tok.eos_token_id, extra]
@@ -35,7 +42,8 @@ def with_extra_eos(tiny):
 
 def test_groups_and_shapes(tiny):
     model, tok = tiny
-    ro = generate(model, tok, PROMPTS, num_samples=2, max_new_tokens=6, greedy=True)
+    ro = generate(model, tok, PROMPTS,
+                  SamplingSettings(num_samples=2, max_new_tokens=6, greedy=True))
     assert ro.prompt_ids.shape[0] == ro.completion_ids.shape[0] == 6
     assert ro.completion_ids.shape[1] <= 6 and len(ro.texts) == 6
     for i in range(3):  # rows 2i, 2i+1 are prompt i
@@ -46,7 +54,8 @@ def test_groups_and_shapes(tiny):
 
 def test_eos_mask_pad_and_truncation(tiny, with_extra_eos):
     model, tok = tiny
-    ro = generate(model, tok, PROMPTS, num_samples=1, max_new_tokens=10, greedy=True)
+    ro = generate(model, tok, PROMPTS,
+                  SamplingSettings(num_samples=1, max_new_tokens=10, greedy=True))
     eos = set(eos_token_ids(model, tok))
     for ids, mask, trunc in zip(ro.completion_ids.tolist(), ro.completion_mask.tolist(),
                                 ro.truncated.tolist()):
@@ -62,16 +71,19 @@ def test_eos_mask_pad_and_truncation(tiny, with_extra_eos):
 
 def test_min_new_tokens_holds_eos_back(tiny, with_extra_eos):
     model, tok = tiny
-    ro = generate(model, tok, PROMPTS[:1], num_samples=2, max_new_tokens=9, min_new_tokens=9,
-                  greedy=True)
+    ro = generate(model, tok, PROMPTS[:1],
+                  SamplingSettings(num_samples=2, max_new_tokens=9, min_new_tokens=9,
+                                   greedy=True))
     assert ro.lengths.tolist() == [9, 9]
 
 
 def test_batch_size_splits_without_changing_results(tiny, with_extra_eos):
     model, tok = tiny
     seen = []
-    whole = generate(model, tok, PROMPTS, num_samples=2, max_new_tokens=8, greedy=True)
-    split = generate(model, tok, PROMPTS, num_samples=2, max_new_tokens=8, greedy=True,
+    whole = generate(model, tok, PROMPTS,
+                     SamplingSettings(num_samples=2, max_new_tokens=8, greedy=True))
+    split = generate(model, tok, PROMPTS,
+                     SamplingSettings(num_samples=2, max_new_tokens=8, greedy=True),
                      batch_size=2, on_batch=seen.append)
     assert seen == [2, 2, 2]
     L = whole.completion_ids.shape[1]
@@ -84,19 +96,21 @@ def test_batch_size_splits_without_changing_results(tiny, with_extra_eos):
 def test_training_mode_is_restored(tiny):
     model, tok = tiny
     model.train()
-    generate(model, tok, PROMPTS[:1], num_samples=2, max_new_tokens=3)
+    generate(model, tok, PROMPTS[:1], SamplingSettings(num_samples=2, max_new_tokens=3))
     assert model.training
     model.eval()
-    generate(model, tok, PROMPTS[:1], num_samples=2, max_new_tokens=3)
+    generate(model, tok, PROMPTS[:1], SamplingSettings(num_samples=2, max_new_tokens=3))
     assert not model.training
 
 
 def test_sampling_is_seeded_and_varied(tiny):
     model, tok = tiny
     torch.manual_seed(0)
-    a = generate(model, tok, PROMPTS[:1], num_samples=4, max_new_tokens=6, temperature=1.5)
+    a = generate(model, tok, PROMPTS[:1],
+                 SamplingSettings(num_samples=4, max_new_tokens=6, temperature=1.5))
     torch.manual_seed(0)
-    b = generate(model, tok, PROMPTS[:1], num_samples=4, max_new_tokens=6, temperature=1.5)
+    b = generate(model, tok, PROMPTS[:1],
+                 SamplingSettings(num_samples=4, max_new_tokens=6, temperature=1.5))
     assert torch.equal(a.completion_ids, b.completion_ids)
     assert len({tuple(r) for r in a.completion_ids.tolist()}) > 1
 

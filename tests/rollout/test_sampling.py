@@ -10,6 +10,7 @@ import torch
 
 from grpo_cli.algo import logprobs as lp
 from grpo_cli.rollout.hf import draw_inverse_cdf, draw_multinomial, process_logits, sample_tokens
+from grpo_cli.rollout.settings import SamplingSettings
 
 
 def _frequencies(draw, scores: torch.Tensor, n: int) -> torch.Tensor:
@@ -73,9 +74,10 @@ def test_sampler_logprobs_equal_trainer_logprobs(tiny_llama_path):
               add_special_tokens=False)
     torch.manual_seed(5)
     eos = [tok.eos_token_id]
-    ids, logp = sample_tokens(model, enc["input_ids"], enc["attention_mask"], num_samples=3,
-                              max_new_tokens=9, eos_ids=eos, pad_id=tok.pad_token_id,
-                              temperature=0.7, top_k=30, min_new_tokens=4, with_logprobs=True)
+    sampling = SamplingSettings(num_samples=3, max_new_tokens=9, temperature=0.7, top_k=30,
+                                min_new_tokens=4)
+    ids, logp = sample_tokens(model, enc["input_ids"], enc["attention_mask"], sampling,
+                              eos_ids=eos, pad_id=tok.pad_token_id, with_logprobs=True)
     assert ids.shape == logp.shape
     full = torch.cat([enc["input_ids"].repeat_interleave(3, 0), ids], dim=1)
     mask = torch.cat([enc["attention_mask"].repeat_interleave(3, 0), torch.ones_like(ids)], 1)

@@ -91,6 +91,7 @@ def test_each_command_has_its_own_help(capsys):
     assert cli.main(["plan", "--help"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("usage: grpo plan") and "memory plan" not in text
+    assert "config groups" in text and "+recipe" in text and "gpu=NAME" in text  # like train's
     assert cli.main(["train", "--help"]) == 0
     assert "trainer.cpu_threads=null" in capsys.readouterr().out
     assert cli.main(["export", "--help"]) == 0

@@ -13,7 +13,7 @@ from lora_policy import perturb_lora_b
 from grpo_cli.algo.loss import FixedKLController
 from grpo_cli.config.compose import compose_config
 from grpo_cli.policy.model import build_policy, save_policy
-from grpo_cli.rollout.engine import concat_rollouts, generate
+from grpo_cli.rollout.engine import SamplingSettings, concat_rollouts, generate
 from grpo_cli.trainer.metrics import update_metrics
 from grpo_cli.trainer.optim import build_optimizer
 from grpo_cli.trainer.parts import RunParts, RunState
@@ -53,7 +53,7 @@ def make_run(path, *overrides: str, adapter_path=None) -> Run:
                                            policy.device)
     return Run(RunParts(cfg, policy, optimizer, scheduler, params,
                         FixedKLController(cfg.algo.beta), rewards=None, records=[], prompts=[],
-                        answer_format="hash", sampler=None, tracker=_Tracker()))
+                        sampler=None, tracker=_Tracker()))
 
 
 def train_on_batch(run: Run, batch: ScoredBatch) -> tuple[dict, torch.Tensor, bool]:
@@ -67,8 +67,8 @@ def scored_batch(run: Run, rewards=None, scored=None, seed: int = 0) -> ScoredBa
     prompts = [run.policy.tokenizer.apply_chat_template(
         [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
         for p in PROMPTS]
-    ro = generate(run.policy.model, run.policy.tokenizer, prompts, num_samples=G,
-                  max_new_tokens=6, merge_adapters="off")
+    ro = generate(run.policy.model, run.policy.tokenizer, prompts,
+                  SamplingSettings(num_samples=G, max_new_tokens=6), merge_adapters="off")
     N = len(PROMPTS) * G
     total = torch.tensor(rewards if rewards is not None else [1.0, 0.0, 0.5, 0.0] * 2)
     return ScoredBatch([0, 1], ro, total, {}, {},

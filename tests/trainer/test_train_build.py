@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import in_process
 import pytest
-import torch
 
-from grpo_cli import cli
 from grpo_cli.config.compose import compose_config
 from grpo_cli.config.schema import resume_fixed_keys
 from grpo_cli.errors import UserError
@@ -17,12 +16,12 @@ from grpo_cli.trainer.train import check_resume_compatible
 
 def test_bad_data_fails_before_the_model_loads(tmp_path, capsys):
     # The model path does not exist either: the error names the data, so it came first.
-    code = cli.main(["train", f"trainer.output_dir={tmp_path / 'run'}",
-                     "logger.wandb.mode=disabled", f"trainer.cpu_threads={torch.get_num_threads()}",
-                     "data=jsonl", f"data.path={tmp_path / 'missing.jsonl'}",
-                     f"model.name_or_path={tmp_path / 'no-such-model'}"])
-    err = capsys.readouterr().err
-    assert code == 2 and "missing.jsonl" in err and "no-such-model" not in err, err
+    res = in_process.grpo(capsys, "train", f"trainer.output_dir={tmp_path / 'run'}",
+                          "logger.wandb.mode=disabled", "data=jsonl",
+                          f"data.path={tmp_path / 'missing.jsonl'}",
+                          f"model.name_or_path={tmp_path / 'no-such-model'}")
+    assert res.returncode == 2, res.stderr
+    assert "missing.jsonl" in res.stderr and "no-such-model" not in res.stderr, res.stderr
     assert not (tmp_path / "run").exists()
 
 
