@@ -63,7 +63,7 @@ def _split_flags(args: list[str]) -> tuple[list[str], dict[str, str | bool]]:
     return overrides, flags
 
 
-def cmd_train(args: list[str]) -> int:
+def cmd_train(args: list[str], hooks=None) -> int:
     overrides, flags = _split_flags(args)
     if flags.get("help"):
         print(_help("train_help"))
@@ -79,10 +79,11 @@ def cmd_train(args: list[str]) -> int:
             print(f"note: {note}", file=sys.stderr)
         print(OmegaConf.to_yaml(dcfg), end="")
         return 0
+    from grpo_cli.trainer.hooks import NO_HOOKS
     from grpo_cli.trainer.train import run
 
     _console_level(cfg)
-    return run(cfg, dcfg, overrides, notes=notes)
+    return run(cfg, dcfg, overrides, notes=notes, hooks=hooks or NO_HOOKS)
 
 
 def cmd_eval(args: list[str]) -> int:
@@ -203,7 +204,9 @@ def setup_logging() -> None:
                             category=FutureWarning)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, hooks=None) -> int:
+    """The `grpo` command (argv: sys.argv[1:] when None). `hooks` (trainer/hooks.py) go to
+    `grpo train`'s loop: the reliability tests inject faults with them."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging()
     try:
-        return command(argv[1:])
+        return cmd_train(argv[1:], hooks) if command is cmd_train else command(argv[1:])
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

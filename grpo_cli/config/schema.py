@@ -8,6 +8,10 @@ checks them, plus the cross-field rules in `rules.CROSS_FIELD_RULES`.
 
 Required values are `???` (MISSING). A comment above each field says what it means.
 
+Which keys a resumed run must keep is data too: `resume_fixed=True` marks the fields whose
+change between a checkpoint and its resume would corrupt the run (the model and its LoRA
+shape, G, the dataset, the optimizer); `resume_fixed_keys()` lists them.
+
 Which command reads a key is data too: `only="train"` / `only="eval"` in a field's metadata
 (inherited by the keys below it, `only="both"` lifts it again). A key typed on the command
 line of the other command is refused (`command_of`).
@@ -23,13 +27,16 @@ from omegaconf import MISSING
 from grpo_cli.errors import UserError
 
 
-def choice(default: Any, choices: list, help: str = "", only: str | None = None) -> Any:
-    return field(default=default, metadata={"choices": choices, "help": help, "only": only})
+def choice(default: Any, choices: list, help: str = "", only: str | None = None,
+           resume_fixed: bool = False) -> Any:
+    return field(default=default, metadata={"choices": choices, "help": help, "only": only,
+                                            "resume_fixed": resume_fixed})
 
 
 def bounded(default: Any, *, lo: float | None = None, hi: float | None = None,
-            gt: float | None = None, only: str | None = None) -> Any:
-    return field(default=default, metadata={"min": lo, "max": hi, "gt": gt, "only": only})
+            gt: float | None = None, only: str | None = None, resume_fixed: bool = False) -> Any:
+    return field(default=default, metadata={"min": lo, "max": hi, "gt": gt, "only": only,
+                                            "resume_fixed": resume_fixed})
 
 
 def only(command: str, **kwargs: Any) -> Any:
@@ -37,29 +44,34 @@ def only(command: str, **kwargs: Any) -> Any:
     return field(metadata={"only": command}, **kwargs)
 
 
+def resume_fixed(**kwargs: Any) -> Any:
+    """A field a resumed run must keep (see `resume_fixed_keys`)."""
+    return field(metadata={"resume_fixed": True}, **kwargs)
+
+
 @dataclass
 class LoraConfig:
     # False = full fine-tuning (every weight trains: needs far more memory).
-    enabled: bool = True
+    enabled: bool = resume_fixed(default=True)
     # Rank of the low-rank update.
-    r: int = bounded(16, lo=1)
+    r: int = bounded(16, lo=1, resume_fixed=True)
     # Scaling numerator: the update is scaled by alpha / r (alpha / sqrt(r) with rslora).
-    alpha: float = bounded(32.0, gt=0)
+    alpha: float = bounded(32.0, gt=0, resume_fixed=True)
     # LoRA dropout. grpo train refuses > 0: GRPO's importance ratio compares the policy's
     # log-probs across passes, and random dropout masks make them differ (ratio far from 1).
     dropout: float = bounded(0.0, lo=0, hi=1)
     # "all-linear" = every linear projection of attention and MLP (not the lm-head).
-    target_modules: List[str] = field(default_factory=lambda: ["all-linear"])
+    target_modules: List[str] = resume_fixed(default_factory=lambda: ["all-linear"])
     # Rank-stabilised LoRA (scale alpha / sqrt(r)).
-    use_rslora: bool = False
+    use_rslora: bool = resume_fixed(default=False)
 
 
 @dataclass
 class ModelConfig:
     # A hub id, a local folder, or a folder/file holding a GGUF file (see gguf_file).
-    name_or_path: str = MISSING
+    name_or_path: str = resume_fixed(default=MISSING)
     # GGUF file name inside name_or_path (dequantized on load), or null.
-    gguf_file: Optional[str] = None
+    gguf_file: Optional[str] = resume_fixed(default=None)
     # Hub revision (branch, tag or commit).
     revision: Optional[str] = None
     # Weights / compute dtype of the non-quantized parts. auto = bf16 on CUDA, fp32 on CPU.
@@ -71,7 +83,7 @@ class ModelConfig:
     # Run code shipped with the model. Off: a model needing it fails with a clear message.
     trust_remote_code: bool = False
     # bitsandbytes quantization of the frozen base weights. nf4 + LoRA = QLoRA.
-    quantization: str = choice("none", ["none", "nf4", "fp4", "int8"])
+    quantization: str = choice("none", ["none", "nf4", "fp4", "int8"], resume_fixed=True)
     # Quantize the 4-bit quantization constants too (saves ~0.4 bit / parameter).
     double_quant: bool = True
     # Compute dtype of the 4-bit matmuls. auto = bf16 on CUDA, fp32 on CPU.
@@ -100,7 +112,8 @@ class ArithConfig:
 @dataclass
 class DataConfig:
     # Dataset adapter (each data=OPTION sets it).
-    name: str = choice(MISSING, ["gsm8k", "math", "math500", "arith", "jsonl"])
+    name: str = choice(MISSING, ["gsm8k", "math", "math500", "arith", "jsonl"],
+                       resume_fixed=True)
     # Local folder or JSONL file; null = the hub dataset (hub_id).
     path: Optional[str] = None
     hub_id: Optional[str] = None
@@ -154,7 +167,7 @@ class RewardConfig:
 @dataclass
 class AlgoConfig:
     # G: completions sampled per prompt.
-    num_generations: int = bounded(8, lo=2)
+    num_generations: int = bounded(8, lo=2, resume_fixed=True)
     # Coefficient of the k3 KL penalty to the reference policy (0 = no reference pass).
     beta: float = bounded(0.04, lo=0)
     # Clip range of the ratio: [1 - epsilon_low, 1 + epsilon_high] (DAPO clip-higher: 0.28).
@@ -209,7 +222,7 @@ class RolloutConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = choice("adamw", ["adamw", "adamw_8bit", "paged_adamw_8bit"])
+    name: str = choice("adamw", ["adamw", "adamw_8bit", "paged_adamw_8bit"], resume_fixed=True)
     lr: float = bounded(1e-5, lo=0)
     weight_decay: float = bounded(0.0, lo=0)
     beta1: float = bounded(0.9, lo=0, hi=1)
@@ -340,6 +353,18 @@ def schema_keys(schema: Any = GrpoConfig, prefix: str = "") -> List[str]:
         keys.append(path)
         if isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
             keys.extend(schema_keys(f.default_factory, path + "."))
+    return keys
+
+
+def resume_fixed_keys(schema: Any = GrpoConfig, prefix: str = "") -> List[str]:
+    """The dotted keys marked `resume_fixed=True`, in schema order."""
+    keys = []
+    for f in fields(schema):
+        path = f"{prefix}{f.name}"
+        if f.metadata.get("resume_fixed"):
+            keys.append(path)
+        if isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
+            keys.extend(resume_fixed_keys(f.default_factory, path + "."))
     return keys
 
 

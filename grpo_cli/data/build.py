@@ -1,6 +1,9 @@
-"""Build the train / test prompts of a dataset: the one entry point the trainer and eval use.
+"""Build the train / test prompts of a dataset: the entry points the trainer and eval use.
 
-The path, top to bottom::
+The path, top to bottom (`read_examples` up to the few-shot step, `build_prompts` the rest;
+`build_dataset` is both, and the trainer calls them apart: it reads and checks the rows
+before it loads the model, so a bad file fails in a second, and measures the prompts once
+the tokenizer is there)::
 
     source (local folder/file, hub, or generator)
       -> adapter: raw row -> Example (gold answer extracted; rows without one dropped, counted)
@@ -23,6 +26,7 @@ import hashlib
 import logging
 import random
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from grpo_cli.config.schema import DataConfig
@@ -182,8 +186,22 @@ def _require_rows(examples: Sequence[Example], split: str, cfg: DataConfig,
                         f"(dropped: {reasons})")
 
 
-def build_dataset(cfg: DataConfig, tokenizer: Any, seed: int) -> DatasetSplits:
-    """Train and test prompts of ``cfg`` (tokenizer None = no length filter)."""
+@dataclass
+class DatasetExamples:
+    """A dataset read and checked, before its prompts are built and measured: the train and
+    test examples, the few-shot examples, and the rows dropped so far."""
+    cfg: DataConfig
+    source_label: str
+    train: list[Example]
+    test: list[Example]
+    shots: list[Example]
+    dropped: Counter
+    seed: int  # orders the train prompts
+
+
+def read_examples(cfg: DataConfig, seed: int) -> DatasetExamples:
+    """Read, convert, split and check ``cfg``'s rows (no tokenizer needed): a bad file or a
+    dataset with no usable row fails here, before any model is loaded."""
     adapter = ADAPTERS[cfg.name]
     source = open_source(cfg, seed)
     dropped: Counter = Counter()
@@ -194,11 +212,25 @@ def build_dataset(cfg: DataConfig, tokenizer: Any, seed: int) -> DatasetSplits:
     _require_rows(train_ex, cfg.train_split, cfg, dropped)
     if cfg.test_size > 0 or _has_pair(source, cfg):
         _require_rows(test_ex, cfg.test_split, cfg, dropped)
-    train = _records(train_ex, cfg.train_split, cfg, tokenizer, shots, seed, dropped)
-    test = _records(test_ex, cfg.test_split, cfg, tokenizer, shots, TEST_ORDER_SEED, dropped)
+    return DatasetExamples(cfg, source.label, train_ex, test_ex, shots, dropped, seed)
+
+
+def build_prompts(examples: DatasetExamples, tokenizer: Any) -> DatasetSplits:
+    """Order the examples, build their prompts and drop the over-long ones (tokenizer None =
+    no length filter), up to data.limit."""
+    cfg, shots, dropped = examples.cfg, examples.shots, Counter(examples.dropped)
+    train = _records(examples.train, cfg.train_split, cfg, tokenizer, shots, examples.seed,
+                     dropped)
+    test = _records(examples.test, cfg.test_split, cfg, tokenizer, shots, TEST_ORDER_SEED,
+                    dropped)
     log.info("data: %s from %s: %d train / %d test prompts (template %s, %d-shot)",
-             cfg.name, source.label, len(train), len(test), cfg.template, len(shots))
+             cfg.name, examples.source_label, len(train), len(test), cfg.template, len(shots))
     return DatasetSplits(train, test, dict(dropped), cfg.template)
+
+
+def build_dataset(cfg: DataConfig, tokenizer: Any, seed: int) -> DatasetSplits:
+    """Train and test prompts of ``cfg`` (tokenizer None = no length filter)."""
+    return build_prompts(read_examples(cfg, seed), tokenizer)
 
 
 def load_split(cfg: DataConfig, split: str, seed: int,

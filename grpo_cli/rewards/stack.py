@@ -63,29 +63,6 @@ class RewardResult:
         """[N, K] rewards, components in config order (NaN where not applicable)."""
         return torch.stack(list(self.per_component.values()), dim=1)  # [N, K]
 
-    def metrics(self) -> Dict[str, float]:
-        """rewards/<name>/{mean,std,errors} (mean, population std over applicable samples)."""
-        out: Dict[str, float] = {}
-        for name, values in self.per_component.items():
-            applicable = values[~torch.isnan(values)]  # [M]
-            empty = applicable.numel() == 0
-            out[f"rewards/{name}/mean"] = math.nan if empty else applicable.mean().item()
-            out[f"rewards/{name}/std"] = (math.nan if empty
-                                          else applicable.std(unbiased=False).item())
-            out[f"rewards/{name}/errors"] = float(self.errors.get(name, 0))
-        return out
-
-    def accuracy(self) -> Optional[float]:
-        """Share of completions whose correctness reward is 1 (None: no correctness component)."""
-        if self.correctness_name is None or self.total.numel() == 0:
-            return None
-        return (self.per_component[self.correctness_name] == 1.0).float().mean().item()
-
-
-def accuracy(result: RewardResult) -> Optional[float]:
-    """Share of completions graded correct (see RewardResult.accuracy)."""
-    return result.accuracy()
-
 
 def _check_values(name: str, values: Any, expected: int) -> Values:
     """The component's return value as a list of float/None, or UserError."""

@@ -1,4 +1,5 @@
-"""Checkpoints on disk: written atomically, found again by resume, pruned to the newest K.
+"""Checkpoints on disk: written atomically, found again by resume, pruned to the newest K;
+and the run's `Checkpointer`, which decides what goes in one and when one is written.
 
 A checkpoint folder `<run_dir>/checkpoints/<name>/` holds
 
@@ -24,14 +25,17 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from grpo_cli.errors import UserError
-from grpo_cli.trainer import faults
+from grpo_cli.trainer.hooks import NO_HOOKS, Hooks
+
+if TYPE_CHECKING:
+    from grpo_cli.trainer.parts import RunParts, RunState
 
 META = "meta.json"
 STATE = "trainer_state.pt"
@@ -70,7 +74,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(ckpt_root: Path, name: str, *, save_policy_fn, trainer_state: dict,
-                    config: DictConfig, step: int, extra_meta: dict | None = None) -> Path:
+                    config: DictConfig, step: int, extra_meta: dict | None = None,
+                    hooks: Hooks = NO_HOOKS) -> Path:
     """Write checkpoint `name` atomically; returns its final path.
 
     On any error (OSError when the disk is full) the half-written folder is removed and the
@@ -91,7 +96,7 @@ def save_checkpoint(ckpt_root: Path, name: str, *, save_policy_fn, trainer_state
             json.dump(meta, f, indent=2)
             f.flush()
             os.fsync(f.fileno())
-        faults.in_checkpoint(step)
+        hooks.in_checkpoint(step)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -218,3 +223,82 @@ def load_policy_weights(model: torch.nn.Module, folder: Path) -> None:
     trainable_missing = [k for k in missing if "lm_head" not in k]
     if trainable_missing:
         raise UserError(f"{folder}: weights missing for {trainable_missing[0]}")
+
+
+class Checkpointer:
+    """The run's checkpoints: what one holds, resuming from one, checkpoints/best, pruning to
+    the newest trainer.keep_last step-N folders, and what a failed save means.
+
+    A save that fails (disk full) never replaces the previous checkpoint. A periodic one is a
+    warning and training goes on (space may be freed meanwhile; the next save retries); one
+    that ends the run (`ends_run`: final, stop, bad steps) is a one-line UserError naming the
+    newest complete checkpoint.
+    """
+
+    def __init__(self, parts: RunParts, run_dir: Path, config: DictConfig) -> None:
+        self.parts = parts
+        self.run_dir = run_dir
+        self.root = run_dir / "checkpoints"
+        self.config = config  # the resolved run config, saved in every checkpoint
+
+    @staticmethod
+    def restore(path: Path, policy: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
+                kl_ctl: Any, sampler: Any) -> tuple[int, dict | None]:
+        """Load checkpoint `path` into the built objects and the RNGs; returns its step and
+        the best eval so far (what `_trainer_state` wrote)."""
+        state = load_trainer_state(path)
+        load_policy_weights(policy.model, path / "policy")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        kl_ctl.load_state_dict(state["kl_ctl"])
+        sampler.position = state["data_position"]
+        step, best = state["step"], state.get("best")
+        set_rng_state(state["rng"])
+        return step, best
+
+    def _trainer_state(self, step: int, best: dict | None) -> dict:
+        p = self.parts
+        return {"optimizer": p.optimizer.state_dict(), "scheduler": p.scheduler.state_dict(),
+                "kl_ctl": p.kl_ctl.state_dict(), "data_position": p.sampler.position,
+                "step": step, "best": best, "rng": rng_state()}
+
+    def save_step(self, state: RunState, *, ends_run: bool = False, **meta: Any) -> Path | None:
+        """checkpoints/step-<N> of the step just run; older ones beyond keep_last go."""
+        return self._save(f"step-{state.step}", state.step, state, ends_run, meta)
+
+    def save_final(self, state: RunState) -> Path | None:
+        return self._save("final", self.parts.cfg.trainer.max_steps, state, True, {})
+
+    def keep_if_best(self, state: RunState, accuracy: float) -> None:
+        """checkpoints/best when `accuracy` (held-out eval) beats every earlier one."""
+        if state.best is not None and accuracy <= state.best["accuracy"]:
+            return
+        state.best = {"accuracy": accuracy, "step": state.step}
+        self._save("best", state.step, state, False, {})
+        self.parts.tracker.info(f"step {state.step}: eval accuracy {accuracy:.3f} is the best "
+                                "so far; saved checkpoints/best")
+
+    def _save(self, name: str, step: int, state: RunState, ends_run: bool,
+              meta: dict) -> Path | None:
+        from grpo_cli.policy.model import save_policy
+
+        p = self.parts
+        try:
+            path = save_checkpoint(self.root, name,
+                                   save_policy_fn=lambda d: save_policy(p.policy, d),
+                                   trainer_state=self._trainer_state(step, state.best),
+                                   config=self.config, step=step, extra_meta=meta,
+                                   hooks=p.hooks)
+        except OSError as exc:
+            problem = (f"could not write checkpoint {name} at step {step} to {self.root} "
+                       f"({exc.strerror or exc}); the newest complete checkpoint is "
+                       f"{find_latest(self.run_dir) or 'none'}")
+            if ends_run:
+                raise UserError(f"{problem}: free space and resume with trainer.resume=auto"
+                                ) from None
+            p.tracker.warn(f"{problem}; training goes on and the next save tries again")
+            return None
+        if name.startswith("step-"):
+            prune(self.root, p.cfg.trainer.keep_last)
+        p.tracker.log_checkpoint(path, step)
+        return path

@@ -1,10 +1,9 @@
 """What a run reports beyond the step's math, kept honest: a warning for a setting that can
-do nothing, and samples files a reader can use. (Metrics nothing was measured for, `kl`
-without a reference or token means with no token, are left out where they are made:
-step.train_on_batch and loss.combine_metrics.)
+do nothing, and samples files a reader can use. (The logged metrics are named in
+metrics.py.)
 
     reward_template_problems(cfg)        a reward that can never fire under data.template
-    sample_rows(engine, batch, adv)      the rows of samples/step-N.jsonl
+    sample_rows(parts, batch, adv)       the rows of samples/step-N.jsonl
 """
 
 from __future__ import annotations
@@ -37,16 +36,16 @@ def reward_template_problems(cfg: GrpoConfig) -> list[str]:
     return problems
 
 
-def sample_rows(engine: Any, batch: Any, adv: torch.Tensor) -> list[dict[str, Any]]:
+def sample_rows(parts: Any, batch: Any, adv: torch.Tensor) -> list[dict[str, Any]]:
     """One row per completion: its group (prompt index in the step), the prompt and gold
     answer, the completion, its rewards and advantage. write_samples keeps the prompt on the
     first row of each group only."""
-    G = engine.cfg.algo.num_generations
+    G = parts.cfg.algo.num_generations
     rows = []
     for i, text in enumerate(batch.rollout.texts):
         index = batch.indices[i // G]
-        row = {"group": i // G, "prompt": engine.prompts[index],
-               "gold": engine.records[index].answer, "completion": text,
+        row = {"group": i // G, "prompt": parts.prompts[index],
+               "gold": parts.records[index].answer, "completion": text,
                "reward": float(batch.total[i]), "advantage": float(adv[i])}
         for name, values in batch.components.items():
             v = float(values[i])

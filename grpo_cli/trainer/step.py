@@ -1,145 +1,101 @@
-"""One GRPO step: sample groups, score them, compute advantages, and take the gradient steps.
+"""One GRPO step as a typed pipeline: sample and score groups, then take the gradient steps.
 
-    collect_batch  -> ScoredBatch   (rollout + rewards; DAPO dynamic sampling refills the batch)
-    train_on_batch -> metrics       (old / reference log-probs, then num_iterations passes of
-                                     mini-batches, each accumulated over micro-batches)
+    collect(parts, state)         -> ScoredBatch  rollout + rewards; DAPO dynamic sampling
+                                                  refills the batch
+    update(parts, state, batch)   -> StepStats    advantages, old / reference log-probs, then
+                                                  num_iterations passes of mini-batches, each
+                                                  accumulated over micro-batches
+
+Neither names a logged metric: trainer/metrics.py turns a ScoredBatch and its StepStats into
+the row of metrics.jsonl.
 
 The loss of one micro-batch is normalised by its whole mini-batch's sequence and token
 counts (loss.py), so accumulation gives exactly the full-batch gradient. Each micro-batch is
 trimmed to its own longest completion and shortest left padding before the forward pass.
 
-Out of memory (a CUDA OutOfMemoryError, or a RuntimeError saying 'out of memory') in the
-rollout or in a log-prob / backward pass is not fatal: the half-accumulated gradients are
-dropped, the rollout batch or micro-batch is halved for the rest of the run and the work is
-redone. A retry never takes new prompts (the same groups are regenerated or re-trained) and
-never repeats an optimizer step (only the mini-batch that failed is redone). At one group per
-rollout batch or one sequence per micro-batch there is nothing left to halve: a UserError
-points to `grpo plan`.
+Out of memory in the rollout or in a log-prob / backward pass is not fatal (memory.py): the
+rollout batch or micro-batch is halved for the rest of the run and the work is redone. A
+retry never takes new prompts (the same groups are regenerated or re-trained) and never
+repeats an optimizer step (only the mini-batch that failed is redone).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional
 
 import torch
 
 from grpo_cli.algo.advantages import compute_advantages, zero_std_mask
 from grpo_cli.algo.logprobs import completion_logprobs
 from grpo_cli.algo.loss import combine_metrics, grpo_loss
-from grpo_cli.config.schema import GrpoConfig
-from grpo_cli.errors import UserError
 from grpo_cli.rollout.engine import Rollout, concat_rollouts, generate
-from grpo_cli.trainer import faults
+from grpo_cli.trainer.memory import halve_micro_batch, halve_rollout_batch, retry_on_oom
+from grpo_cli.trainer.parts import RunParts, RunState
 from grpo_cli.trainer.settings import loss_settings, sampling_settings
 
 
 @dataclass
-class Engine:
-    """Everything a step needs; built once by train.run."""
-    cfg: GrpoConfig
-    policy: Any
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    rewards: Any
-    kl_ctl: Any
-    records: list
-    prompts: list[str]
-    sampler: Any
-    tracker: Any
-    params: list = field(default_factory=list)
-    step: int = 0  # the step being run (fault hooks and messages)
-    # Shrunk after an out-of-memory error, for the rest of the run (0 / None = the config's).
-    micro_batch_size: int = 0
-    rollout_batch_size: Optional[int] = None
-    oom_retries: int = 0
-
-    def __post_init__(self) -> None:
-        self.micro_batch_size = self.micro_batch_size or self.cfg.trainer.micro_batch_size
-        self.rollout_batch_size = self.rollout_batch_size or self.cfg.rollout.batch_size
-
-
-T = TypeVar("T")
-PLAN_ADVICE = ("this config does not fit in memory; run `grpo plan` with the same arguments "
-               "for an estimate, then lower rollout.max_new_tokens or algo.num_generations, or "
-               "set model.gradient_checkpointing=true / model.quantization=nf4")
-
-
-def _retry_on_oom(engine: Engine, what: str, work: Callable[[], T],
-                  shrink: Callable[[Engine, str], None]) -> T:
-    """work(); after an out-of-memory error: free memory, shrink(engine, what), run it again."""
-    while True:
-        try:
-            return work()
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-            if not faults.is_oom(exc):
-                raise
-        # Outside the except block, so the failed frames (and their tensors) are released.
-        faults.free_memory(engine.optimizer)
-        shrink(engine, what)
-        engine.oom_retries += 1
-
-
-def _halve_micro_batch(engine: Engine, what: str) -> None:
-    old = engine.micro_batch_size
-    if old <= 1:
-        raise UserError(f"out of memory in the {what} at step {engine.step} even at "
-                        f"trainer.micro_batch_size=1: {PLAN_ADVICE}")
-    engine.micro_batch_size = old // 2
-    engine.tracker.warn(f"step {engine.step}: out of memory in the {what} at micro-batch {old}; "
-                        f"retrying with trainer.micro_batch_size={old // 2} for the rest of "
-                        "the run")
-
-
-def _halve_rollout_batch(engine: Engine, what: str) -> None:
-    G = engine.cfg.algo.num_generations
-    # None = the whole step's batch at once.
-    groups = max(1, (engine.rollout_batch_size or engine.cfg.trainer.prompts_per_step * G) // G)
-    if groups <= 1:
-        raise UserError(f"out of memory in the {what} at step {engine.step} even at one group "
-                        f"of algo.num_generations={G} per batch: {PLAN_ADVICE}")
-    engine.rollout_batch_size = (groups // 2) * G
-    engine.tracker.warn(f"step {engine.step}: out of memory in the {what} at {groups * G} "
-                        f"sequences; retrying with rollout.batch_size={engine.rollout_batch_size}"
-                        " for the rest of the run")
+class DynamicSampling:
+    """How DAPO's dynamic sampling filled the batch (algo.dynamic_sampling)."""
+    rounds: int  # extra sampling rounds
+    filled: int  # zero-variance groups that filled the batch after the last round
+    prompts_sampled: int  # prompts sampled over every round
 
 
 @dataclass
 class ScoredBatch:
+    """The groups one step trains on, scored: what collect() hands to update()."""
     indices: list[int]  # prompt index per group
     rollout: Rollout  # [N = groups x G, ...]
     total: torch.Tensor  # [N] weighted reward
     components: dict[str, torch.Tensor]  # name -> [N] (NaN = not applicable)
-    errors: dict[str, int]
-    metrics: dict[str, float]
-    time_generate: float
-    time_reward: float
+    errors: dict[str, int]  # name -> samples that got the fallback (every round of the step)
     scored: torch.Tensor  # [N] bool: some reward scored it (False = left out of advantages)
+    time_generate: float = 0.0  # seconds, every round of the step
+    time_reward: float = 0.0
+    frac_zero_std: float = 0.0  # share of zero-variance groups in the first round
+    dynamic: Optional[DynamicSampling] = None  # with algo.dynamic_sampling
 
 
-def _score(engine: Engine, indices: list[int]) -> ScoredBatch:
-    cfg, G = engine.cfg, engine.cfg.algo.num_generations
-    tok = engine.policy.tokenizer
+@dataclass
+class StepStats:
+    """What update() did with a ScoredBatch."""
+    advantages: torch.Tensor  # [N]
+    skipped: bool  # some optimizer update was skipped: non-finite loss or gradient norm
+    losses: list[float]  # one per optimizer update (mini-batches x iterations)
+    grad_norms: list[float]  # the same, before clipping
+    loss_means: dict[str, float]  # algo.loss.combine_metrics of the step (kl: a reference ran)
+    entropy: float  # mean token entropy of the first pass
+    beta: float  # the KL coefficient the step used
+    lr: float  # the learning rate the step used
+    time_logprob: float  # seconds in the no-grad old / reference passes
+    time_train: float  # seconds in the forward / backward passes and optimizer steps
+
+
+def _score(parts: RunParts, state: RunState, indices: list[int]) -> ScoredBatch:
+    cfg, G = parts.cfg, parts.cfg.algo.num_generations
+    tok = parts.policy.tokenizer
     t0 = time.perf_counter()
 
     def sample() -> Rollout:
-        with engine.tracker.rollout_progress(len(indices) * G) as bar:
-            faults.maybe_oom("rollout", engine.step)
-            return generate(engine.policy.model, tok, [engine.prompts[i] for i in indices],
+        with parts.tracker.rollout_progress(len(indices) * G) as bar:
+            parts.hooks.before_rollout(state.step)
+            return generate(parts.policy.model, tok, [parts.prompts[i] for i in indices],
                             sampling_settings(cfg.rollout, G),
-                            batch_size=engine.rollout_batch_size, on_batch=bar.update,
+                            batch_size=state.rollout_batch_size, on_batch=bar.update,
                             merge_adapters=cfg.rollout.merge_adapters)
 
-    ro = _retry_on_oom(engine, "rollout", sample, _halve_rollout_batch)
+    ro = retry_on_oom(parts, state, "rollout", sample, halve_rollout_batch)
     t1 = time.perf_counter()
-    recs = [engine.records[i] for i in indices for _ in range(G)]
+    recs = [parts.records[i] for i in indices for _ in range(G)]
     meta_keys = sorted({k for r in recs for k in r.metadata})
     metadata = {k: [r.metadata.get(k) for r in recs] for k in meta_keys}
-    result = engine.rewards(
-        [engine.prompts[i] for i in indices for _ in range(G)], ro.texts,
+    result = parts.rewards(
+        [parts.prompts[i] for i in indices for _ in range(G)], ro.texts,
         [r.answer for r in recs], completion_ids_len=ro.lengths.tolist(),
         truncated=ro.truncated.tolist(), max_new_tokens=cfg.rollout.max_new_tokens, **metadata)
     t2 = time.perf_counter()
@@ -147,8 +103,7 @@ def _score(engine: Engine, indices: list[int]) -> ScoredBatch:
     total = torch.as_tensor(result.total, dtype=torch.float32)  # [N]
     scored = (result.scored if result.scored is not None
               else torch.ones_like(total, dtype=torch.bool))  # [N]
-    return ScoredBatch(indices, ro, total, comps, dict(result.errors), result.metrics(),
-                       t1 - t0, t2 - t1, scored)
+    return ScoredBatch(indices, ro, total, comps, dict(result.errors), scored, t1 - t0, t2 - t1)
 
 
 def _merge(parts: list[ScoredBatch], pad_id: int) -> ScoredBatch:
@@ -163,39 +118,27 @@ def _merge(parts: list[ScoredBatch], pad_id: int) -> ScoredBatch:
                                                                 pad_id),
         torch.cat([p.total for p in parts]),
         {k: torch.cat([p.components[k] for p in parts]) for k in parts[0].components},
-        errors, parts[0].metrics, sum(p.time_generate for p in parts),
-        sum(p.time_reward for p in parts), torch.cat([p.scored for p in parts]))
-
-
-def component_metrics(components: dict[str, torch.Tensor],
-                      errors: dict[str, int]) -> dict[str, float]:
-    """rewards/<name>/{mean,std,errors} over the applicable (non-NaN) samples."""
-    out = {}
-    for name, values in components.items():
-        ok = values[~torch.isnan(values)]  # [M]
-        out[f"rewards/{name}/mean"] = float(ok.mean()) if ok.numel() else math.nan
-        out[f"rewards/{name}/std"] = float(ok.std(unbiased=False)) if ok.numel() else math.nan
-        out[f"rewards/{name}/errors"] = float(errors.get(name, 0))
-    return out
+        errors, torch.cat([p.scored for p in parts]), sum(p.time_generate for p in parts),
+        sum(p.time_reward for p in parts))
 
 
 def _select_groups(b: ScoredBatch, groups: list[int], G: int) -> ScoredBatch:
     rows = [g * G + j for g in groups for j in range(G)]
     idx = torch.tensor(rows, dtype=torch.long)
     return ScoredBatch([b.indices[g] for g in groups], b.rollout.select(rows), b.total[idx],
-                       {k: v[idx] for k, v in b.components.items()}, b.errors, b.metrics,
-                       b.time_generate, b.time_reward, b.scored[idx])
+                       {k: v[idx] for k, v in b.components.items()}, b.errors, b.scored[idx],
+                       b.time_generate, b.time_reward)
 
 
-def collect_batch(engine: Engine) -> tuple[ScoredBatch, dict[str, float]]:
+def collect(parts: RunParts, state: RunState) -> ScoredBatch:
     """Sample prompts_per_step groups; with dynamic sampling, replace zero-variance groups."""
-    cfg, G = engine.cfg, engine.cfg.algo.num_generations
+    cfg, G = parts.cfg, parts.cfg.algo.num_generations
     want = cfg.trainer.prompts_per_step
-    first = _score(engine, engine.sampler.take(want))
-    stats = {"frac_zero_std": float(zero_std_mask(first.total, G, first.scored).float().mean())}
+    first = _score(parts, state, parts.sampler.take(want))
+    first.frac_zero_std = float(zero_std_mask(first.total, G, first.scored).float().mean())
     if not cfg.algo.dynamic_sampling:
-        return first, stats
-    pad_id = engine.policy.tokenizer.pad_token_id
+        return first
+    pad_id = parts.policy.tokenizer.pad_token_id
     kept, dropped, sampled = [], [], [first]
     rounds = 0
     while True:
@@ -206,7 +149,7 @@ def collect_batch(engine: Engine) -> tuple[ScoredBatch, dict[str, float]]:
         if len(kept) >= want or rounds >= cfg.algo.dynamic_sampling_max_rounds:
             break
         rounds += 1
-        sampled.append(_score(engine, engine.sampler.take(want - len(kept))))
+        sampled.append(_score(parts, state, parts.sampler.take(want - len(kept))))
     # Still short after the allowed rounds: fill with zero-variance groups (advantage 0).
     filled = max(0, want - len(kept))
     chosen = (kept[:want] + dropped[:filled])
@@ -215,10 +158,9 @@ def collect_batch(engine: Engine) -> tuple[ScoredBatch, dict[str, float]]:
     merged.time_reward = sum(p.time_reward for p in sampled)
     # Reward metrics describe the batch that is trained on; errors count every round once.
     merged.errors = {k: sum(p.errors.get(k, 0) for p in sampled) for k in first.errors}
-    merged.metrics = component_metrics(merged.components, merged.errors)
-    stats.update({"dynamic_sampling/rounds": rounds, "dynamic_sampling/filled": filled,
-                  "dynamic_sampling/prompts_sampled": sum(len(p.indices) for p in sampled)})
-    return merged, stats
+    merged.frac_zero_std = first.frac_zero_std
+    merged.dynamic = DynamicSampling(rounds, filled, sum(len(p.indices) for p in sampled))
+    return merged
 
 
 def _trim(ro: Rollout, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -262,20 +204,21 @@ def _all_logprobs(model: Any, ro: Rollout, mbs: int, temperature: float) -> torc
 class MiniBatch:
     """What one mini-batch's forward/backward passes left: the gradients sit in .grad."""
     loss: float
-    parts: list[dict]
+    sums: list[dict]  # grpo_loss's sums of each micro-batch
     ent_sum: float
 
 
-def _accumulate(engine: Engine, ro: Rollout, rows_mini: torch.Tensor, adv: torch.Tensor,
-                loss_mask: torch.Tensor, old_all: torch.Tensor | None,
+def _accumulate(parts: RunParts, state: RunState, ro: Rollout, rows_mini: torch.Tensor,
+                adv: torch.Tensor, loss_mask: torch.Tensor, old_all: torch.Tensor | None,
                 ref_all: torch.Tensor | None, beta: float, with_entropy: bool) -> MiniBatch:
     """Forward + backward of one mini-batch, micro-batch by micro-batch (grads accumulate)."""
-    cfg, algo = engine.cfg, engine.cfg.algo
-    model, temp = engine.policy.model, cfg.rollout.temperature
-    mbs = min(engine.micro_batch_size, len(rows_mini))
+    cfg, algo = parts.cfg, parts.cfg.algo
+    model, temp = parts.policy.model, cfg.rollout.temperature
+    mbs = min(state.micro_batch_size, len(rows_mini))
+    num_micro = math.ceil(len(rows_mini) / mbs)
     tokens = int(loss_mask[rows_mini].sum())
     out = MiniBatch(0.0, [], 0.0)
-    for s in range(0, len(rows_mini), mbs):
+    for micro, s in enumerate(range(0, len(rows_mini), mbs)):
         rows = rows_mini[s:s + mbs]
         logp, ent = micro_logprobs(model, ro, rows, temp, with_entropy=with_entropy)
         old = old_all[rows] if old_all is not None else logp.detach()
@@ -288,26 +231,24 @@ def _accumulate(engine: Engine, ro: Rollout, rows_mini: torch.Tensor, adv: torch
             logp, old, ref, adv[rows], loss_mask[rows],
             loss_settings(algo, cfg.rollout.max_new_tokens, beta if ref is not None else 0.0),
             num_seqs=len(rows_mini), num_tokens=tokens, sampler_logp=sampler)
-        loss = faults.poison_loss(loss, engine.step)
-        if s + mbs >= len(rows_mini):  # the last micro-batch: earlier ones left gradients
-            faults.maybe_oom("backward", engine.step)
+        loss = parts.hooks.on_loss(loss, state.step)
+        parts.hooks.before_backward(state.step, micro, num_micro)
         loss.backward()
         out.loss += float(loss.detach())
-        out.parts.append(sums)
+        out.sums.append(sums)
         if ent is not None:
             out.ent_sum += float((ent * ro.completion_mask[rows]).sum())
     return out
 
 
-def train_on_batch(engine: Engine, batch: ScoredBatch) -> tuple[dict[str, float], torch.Tensor,
-                                                                 bool]:
-    """Gradient steps on one scored batch. Returns (metrics, advantages, any_step_skipped).
+def update(parts: RunParts, state: RunState, batch: ScoredBatch) -> StepStats:
+    """Advantages, then the gradient steps on one scored batch.
 
     A mini-batch whose loss or gradient norm is not finite is skipped: no optimizer step, so
     neither the parameters nor the Adam moments change, and the KL controller is not updated.
     """
-    cfg, algo = engine.cfg, engine.cfg.algo
-    model, ro = engine.policy.model, batch.rollout
+    cfg, algo = parts.cfg, parts.cfg.algo
+    model, ro = parts.policy.model, batch.rollout
     device = ro.completion_ids.device
     adv = compute_advantages(batch.total, algo.num_generations, scale=algo.scale_rewards,
                              baseline=algo.baseline, eps=algo.adv_eps,
@@ -322,63 +263,50 @@ def train_on_batch(engine: Engine, batch: ScoredBatch) -> tuple[dict[str, float]
     mini = configured_mbs * cfg.trainer.grad_accum_steps if cfg.trainer.grad_accum_steps else N
     num_mini = math.ceil(N / mini)
     temp = cfg.rollout.temperature
-    beta = engine.kl_ctl.beta
+    beta = parts.kl_ctl.beta
 
     t0 = time.perf_counter()
     need_old = algo.num_iterations > 1 or num_mini > 1
-    old_all = (_retry_on_oom(engine, "log-prob pass",
-                             lambda: _all_logprobs(model, ro, engine.micro_batch_size, temp),
-                             _halve_micro_batch) if need_old else None)
+    old_all = (retry_on_oom(parts, state, "log-prob pass",
+                            lambda: _all_logprobs(model, ro, state.micro_batch_size, temp),
+                            halve_micro_batch) if need_old else None)
     ref_all = None
     if beta > 0 or algo.kl_target is not None:
         def reference_logprobs() -> torch.Tensor:
-            with engine.policy.reference() as ref_model:
-                return _all_logprobs(ref_model, ro, engine.micro_batch_size, temp)
-        ref_all = _retry_on_oom(engine, "reference log-prob pass", reference_logprobs,
-                                _halve_micro_batch)
+            with parts.policy.reference() as ref_model:
+                return _all_logprobs(ref_model, ro, state.micro_batch_size, temp)
+        ref_all = retry_on_oom(parts, state, "reference log-prob pass", reference_logprobs,
+                               halve_micro_batch)
     t1 = time.perf_counter()
 
-    parts, losses, grad_norms, ent_sum, skipped = [], [], [], 0.0, False
+    sums, losses, grad_norms, ent_sum, skipped = [], [], [], 0.0, False
     model.train()
     for it in range(algo.num_iterations):
         for m0 in range(0, N, mini):
             rows_mini = torch.arange(m0, min(m0 + mini, N))
-            work = partial(_accumulate, engine, ro, rows_mini, adv, loss_mask, old_all, ref_all,
-                           beta, with_entropy=(it == 0))
-            done = _retry_on_oom(engine, "backward pass", work, _halve_micro_batch)
-            parts += done.parts
+            work = partial(_accumulate, parts, state, ro, rows_mini, adv, loss_mask, old_all,
+                           ref_all, beta, with_entropy=(it == 0))
+            done = retry_on_oom(parts, state, "backward pass", work, halve_micro_batch)
+            sums += done.sums
             ent_sum += done.ent_sum
             max_norm = cfg.optim.max_grad_norm or float("inf")
-            norm = float(torch.nn.utils.clip_grad_norm_(engine.params, max_norm))
+            norm = float(torch.nn.utils.clip_grad_norm_(parts.params, max_norm))
             if math.isfinite(norm) and math.isfinite(done.loss):
-                engine.optimizer.step()
+                parts.optimizer.step()
             else:
                 skipped = True
-            engine.optimizer.zero_grad(set_to_none=True)
+            parts.optimizer.zero_grad(set_to_none=True)
             losses.append(done.loss)
             grad_norms.append(norm)
-    lr = engine.optimizer.param_groups[0]["lr"]  # the rate this step used
-    engine.scheduler.step()
+    lr = parts.optimizer.param_groups[0]["lr"]  # the rate this step used
+    parts.scheduler.step()
     t2 = time.perf_counter()
 
-    metrics = combine_metrics(parts, num_updates=len(losses))
-    metrics.update({
-        "loss": sum(losses) / len(losses), "grad_norm": sum(grad_norms) / len(grad_norms),
-        "entropy": ent_sum / max(float(ro.completion_mask.sum()), 1.0), "beta": beta, "lr": lr,
-        "time/logprob_s": t1 - t0, "time/train_s": t2 - t1,
-    })
+    loss_means = combine_metrics(sums, num_updates=len(losses))
     if ref_all is None:
-        metrics.pop("kl", None)  # no reference ran: no KL was measured
-    if not skipped and math.isfinite(metrics.get("kl", math.nan)):
-        engine.kl_ctl.update(metrics["kl"], 1)
-    return metrics, adv, skipped
-
-
-def repetition_rate(ids: torch.Tensor, mask: torch.Tensor, n: int = 4) -> float:
-    """Mean share of repeated n-grams per completion (0 = none repeated)."""
-    rates = []
-    for row, m in zip(ids.tolist(), mask.sum(1).tolist()):
-        grams = [tuple(row[i:i + n]) for i in range(int(m) - n + 1)]
-        if grams:
-            rates.append(1.0 - len(set(grams)) / len(grams))
-    return sum(rates) / len(rates) if rates else 0.0
+        loss_means.pop("kl", None)  # no reference ran: no KL was measured
+    if not skipped and math.isfinite(loss_means.get("kl", math.nan)):
+        parts.kl_ctl.update(loss_means["kl"], 1)
+    entropy = ent_sum / max(float(ro.completion_mask.sum()), 1.0)
+    return StepStats(adv, skipped, losses, grad_norms, loss_means, entropy, beta, lr,
+                     t1 - t0, t2 - t1)

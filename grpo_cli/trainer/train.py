@@ -1,10 +1,18 @@
-"""`grpo train`: build everything, then loop over steps. Read it top to bottom.
+"""`grpo train`: build everything, then loop over steps, then finish. Read it top to bottom.
 
-    run(cfg)
-      policy   <- model.build_policy(cfg.model)       4-bit base + LoRA, tokenizer, reference
-      data     <- data.build_dataset(cfg.data)        prompts with gold answers
-      rewards  <- rewards.build_reward_stack(...)     named, weighted reward functions
-      loop:    step.collect_batch -> step.train_on_batch -> tracker.log_step -> checkpoints
+    run(cfg, dcfg, overrides, notes, hooks)
+      build    -> RunParts (built once), RunState (what changes), Checkpointer
+        rewards <- rewards.build_reward_stack(cfg.reward)   named, weighted reward functions
+        data    <- data.read_examples(cfg.data)             read and checked before the model
+        policy  <- policy.build_policy(cfg.model)           4-bit base + LoRA, tokenizer, ref
+        prompts <- data.build_prompts(examples, tokenizer)  the length filter needs the tokenizer
+        optimizer, scheduler, KL controller, prompt sampler; resumed from a checkpoint if asked
+      loop     one_step: step.collect -> step.update -> metrics.step_metrics
+               -> (held-out eval) -> tracker.log_step -> checkpoints
+      finish   checkpoints/final, or the checkpoint and message of a stop
+
+`hooks` (trainer/hooks.py) are no-ops unless a caller passes its own: the reliability tests
+inject faults through them.
 
 What was simplified, on purpose: one process, one device; groups of G completions never
 leave the process, so advantages need no communication.
@@ -15,14 +23,13 @@ Faults (tests/reliability proves each):
   config.yaml is written only once the model, data and rewards are built.
 - A stop request (Ctrl-C, SIGTERM) is honoured at the end of the current step: a checkpoint
   is written and the run exits 130; a second one stops at once, leaving the last checkpoint.
-- A step whose loss or gradient is not finite applies no update (step.train_on_batch) and
-  counts in health/skipped_steps; trainer.max_bad_steps in a row stop the run (exit 2) with
-  a checkpoint whose weights and optimizer state are those of the last good step.
-- Out of memory: step.py halves the batch and retries.
-- A checkpoint that cannot be written (disk full) never replaces the previous one. A
-  periodic save that fails is a warning and training goes on (space may be freed meanwhile;
-  the next save retries); a failed save that ends the run (final, stop, bad steps) and any
-  other disk error in the loop stop with one line naming the newest complete checkpoint.
+- A step whose loss or gradient is not finite applies no update (step.update) and counts in
+  health/skipped_steps; trainer.max_bad_steps in a row stop the run (exit 2) with a
+  checkpoint whose weights and optimizer state are those of the last good step.
+- Out of memory: memory.py halves the batch and retries.
+- A checkpoint that cannot be written (disk full) never replaces the previous one
+  (checkpoint.Checkpointer); any other disk error in the loop stops with one line naming the
+  newest complete checkpoint.
 """
 
 from __future__ import annotations
@@ -42,23 +49,165 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from grpo_cli.algo.loss import AdaptiveKLController, FixedKLController
-from grpo_cli.config.schema import GrpoConfig
+from grpo_cli.config.schema import GrpoConfig, resume_fixed_keys
 from grpo_cli.errors import UserError
 from grpo_cli.trainer import checkpoint as ckpt
+from grpo_cli.trainer.checkpoint import Checkpointer
+from grpo_cli.trainer.hooks import NO_HOOKS, Hooks
+from grpo_cli.trainer.metrics import step_metrics
 from grpo_cli.trainer.optim import build_optimizer
+from grpo_cli.trainer.parts import RunParts, RunState
 from grpo_cli.trainer.reporting import reward_template_problems, sample_rows
 from grpo_cli.trainer.run_dir import check_run_dir, resume_command
 from grpo_cli.trainer.sampler import PromptSampler
-from grpo_cli.trainer.step import Engine, collect_batch, repetition_rate, train_on_batch
+from grpo_cli.trainer.step import collect, update
 from grpo_cli.trainer.threads import set_cpu_threads
 
 log = logging.getLogger("grpo")
 
-# Changing these between a checkpoint and its resume would corrupt the run.
-RESUME_FIXED_KEYS = ("model.name_or_path", "model.gguf_file", "model.quantization",
-                     "model.lora.enabled", "model.lora.r", "model.lora.alpha",
-                     "model.lora.target_modules", "model.lora.use_rslora",
-                     "algo.num_generations", "data.name", "optim.name")
+
+def run(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str] | None = None,
+        notes: tuple[str, ...] | list[str] = (), hooks: Hooks = NO_HOOKS) -> int:
+    """Train; `overrides` (the command line's key=value words) go into the resume hint;
+    `notes` (group options that replaced a recipe's values, compose.py) are shown with the
+    start-up lines; `hooks` are called at the points trainer/hooks.py lists."""
+    run_dir = Path(cfg.trainer.output_dir)
+    parts, state, checkpointer, test_records = build(cfg, dcfg, run_dir, notes, hooks)
+    tracker, resume_hint = parts.tracker, f"resume with: {resume_command(list(overrides or []))}"
+    exit_code, step = 0, state.step
+    try:
+        with StopRequest() as stop:
+            for step in range(state.step + 1, cfg.trainer.max_steps + 1):
+                state.step = step
+                metrics, samples = one_step(parts, state)
+                if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
+                    metrics.update(held_out_eval(parts, state, checkpointer, test_records))
+                tracker.log_step(step, metrics)
+                tracker.log_samples(step, samples, write_file=(
+                    step % cfg.trainer.log_every == 0 or step == 1))
+                if state.bad_in_a_row >= cfg.trainer.max_bad_steps:
+                    stop_after_bad_steps(checkpointer, state)
+                if stop.signum is not None:
+                    path = checkpointer.save_step(state, ends_run=True)
+                    print(f"stopped at step {step}; checkpoint {path}\n{resume_hint}",
+                          file=sys.stderr)
+                    exit_code = 130
+                    break
+                if cfg.trainer.save_every and step % cfg.trainer.save_every == 0:
+                    checkpointer.save_step(state)
+            else:
+                checkpointer.save_final(state)
+    except KeyboardInterrupt:
+        print(f"\nstopped during step {step}; the newest checkpoint in {run_dir}/checkpoints is "
+              f"intact\n{resume_hint}", file=sys.stderr)
+        exit_code = 130
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        raise UserError(f"stopped at step {step}: {exc.strerror} ({exc.filename}); the newest "
+                        f"complete checkpoint is {ckpt.find_latest(run_dir) or 'none'}: fix it "
+                        "and resume with trainer.resume=auto") from None
+    finally:
+        tracker.close(plot=cfg.logger.plot_at_end and exit_code == 0)
+    return exit_code
+
+
+def build(cfg: GrpoConfig, dcfg: DictConfig, run_dir: Path,
+          notes: tuple[str, ...] | list[str], hooks: Hooks
+          ) -> tuple[RunParts, RunState, Checkpointer, list]:
+    """Everything the loop needs, resumed from a checkpoint when trainer.resume says so; the
+    test records for the held-out eval."""
+    from grpo_cli.data import build_prompts, read_examples, render_prompt
+    from grpo_cli.policy.model import build_policy
+    from grpo_cli.rewards import build_reward_stack
+    from grpo_cli.tracking import build_tracker
+
+    with held_logs(run_dir, prepare_run_dir(run_dir)):
+        for note in notes:  # group options that replaced a recipe's values (compose.py)
+            log.info("note: %s", note)  # hidden by logger.console=quiet
+        ckpt.recover_interrupted(run_dir / "checkpoints")
+        resume_from = ckpt.resolve_resume(cfg.trainer.resume, run_dir)
+        check_run_dir(run_dir, cfg.trainer.resume, resume_from is not None)
+        if resume_from is not None:
+            check_resume_compatible(ckpt.load_checkpoint_config(resume_from), dcfg, resume_from)
+        seed_everything(cfg.trainer.seed)
+        set_cpu_threads(cfg.trainer.cpu_threads, cfg.model.device)
+
+        # The data's answer format is its template (DatasetSplits.answer_format), known before
+        # the data loads: the stack is built first, so a bad reward fails before the model.
+        rewards = build_reward_stack(cfg.reward, answer_format=cfg.data.template)
+        examples = read_examples(cfg.data, cfg.trainer.seed)  # a bad file fails before the model
+        need_ref = cfg.algo.beta > 0 or cfg.algo.kl_target is not None
+        policy = build_policy(cfg.model, need_reference=need_ref)
+        data = build_prompts(examples, policy.tokenizer)
+        prompts = [render_prompt(policy.tokenizer, r.prompt) for r in data.train]
+        params = [p for p in policy.model.parameters() if p.requires_grad]
+        optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.trainer.max_steps,
+                                               policy.device)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(dcfg))
+    kl_ctl = (AdaptiveKLController(cfg.algo.beta, cfg.algo.kl_target, cfg.algo.kl_horizon)
+              if cfg.algo.kl_target is not None else FixedKLController(cfg.algo.beta))
+    sampler = PromptSampler(len(prompts), cfg.trainer.seed)
+    start_step, best = 0, None
+    if resume_from is not None:
+        start_step, best = Checkpointer.restore(resume_from, policy, optimizer, scheduler,
+                                                kl_ctl, sampler)
+    state = RunState.start(cfg, start_step, best)
+
+    tracker = build_tracker(cfg.logger, run_dir, cfg.trainer.run_name,
+                            OmegaConf.to_container(dcfg, resolve=True), cfg.trainer.max_steps,
+                            start_step=state.step)
+    if resume_from is not None:
+        tracker.info(f"resumed from {resume_from} at step {state.step}")
+    for problem in reward_template_problems(cfg):
+        tracker.warn(problem)
+    parts = RunParts(cfg, policy, optimizer, scheduler, params, kl_ctl, rewards, data.train,
+                     prompts, sampler, tracker, hooks)
+    return parts, state, Checkpointer(parts, run_dir, dcfg), data.test
+
+
+def one_step(parts: RunParts, state: RunState) -> tuple[dict, list[dict]]:
+    """collect -> update, timed; the step's logged metrics and its samples rows."""
+    device = parts.policy.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    batch = collect(parts, state)
+    stats = update(parts, state, batch)
+    elapsed = time.perf_counter() - t0
+    state.count_step(stats.skipped)
+    if stats.skipped:
+        parts.tracker.warn(f"step {state.step}: non-finite loss or gradient; update skipped "
+                           f"({state.bad_in_a_row} in a row, limit trainer.max_bad_steps="
+                           f"{parts.cfg.trainer.max_bad_steps})")
+    metrics = step_metrics(batch, stats, state, correctness_name=parts.rewards.correctness_name,
+                           step_s=elapsed, peak_gb=peak_memory_gb(device))
+    return metrics, sample_rows(parts, batch, stats.advantages)
+
+
+def held_out_eval(parts: RunParts, state: RunState, checkpointer: Checkpointer,
+                  test_records: list) -> dict[str, float]:
+    """The eval/... metrics of the test split; the best checkpoint by eval accuracy is kept
+    as checkpoints/best."""
+    from grpo_cli.evaluation import evaluate_policy
+
+    report = evaluate_policy(parts.policy, test_records, parts.cfg, limit=parts.cfg.eval.limit)
+    flat = parts.tracker.log_eval(state.step, report)
+    checkpointer.keep_if_best(state, float(report["accuracy"]))
+    return flat
+
+
+def stop_after_bad_steps(checkpointer: Checkpointer, state: RunState) -> None:
+    """trainer.max_bad_steps skipped steps in a row: save and stop with one line."""
+    # Skipped steps changed neither the weights nor the Adam moments: this checkpoint holds
+    # those of the last good step, before the trouble.
+    path = checkpointer.save_step(state, ends_run=True, last_good_step=state.last_good,
+                                  skipped_in_a_row=state.bad_in_a_row)
+    last_good = f"step {state.last_good}" if state.last_good else "the start"
+    raise UserError(
+        f"stopped at step {state.step}: {state.bad_in_a_row} steps in a row had a non-finite "
+        f"loss or gradient and were skipped; {path} holds the weights of {last_good}, before "
+        "the trouble. Try a lower optim.lr, optim.max_grad_norm=1.0, or model.dtype=fp32")
 
 
 class StopRequest:
@@ -147,22 +296,9 @@ def held_logs(run_dir: Path, created: bool, patience_s: float = 30.0) -> Iterato
         release()
 
 
-def check_data_before_model(cfg: GrpoConfig) -> None:
-    """Read the dataset once without a tokenizer, so that a bad file fails in a second,
-    not after a model load of minutes. The length filter runs later, with the tokenizer."""
-    from grpo_cli.data import build_dataset
-
-    log = logging.getLogger("grpo")
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        build_dataset(cfg.data, None, cfg.trainer.seed)
-    finally:
-        log.setLevel(level)
-
-
 def check_resume_compatible(saved: DictConfig, current: DictConfig, path: Path) -> None:
-    for key in RESUME_FIXED_KEYS:
+    """Refuse a resume that changes a key marked resume_fixed in the schema."""
+    for key in resume_fixed_keys():
         before, now = OmegaConf.select(saved, key), OmegaConf.select(current, key)
         if before != now:
             raise UserError(f"cannot resume from {path}: {key} was {before} and is now {now}; "
@@ -175,197 +311,3 @@ def peak_memory_gb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-
-
-def run(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str] | None = None,
-        notes: tuple[str, ...] | list[str] = ()) -> int:
-    """Train; `overrides` (the command line's key=value words) go into the resume hint;
-    `notes` (group options that replaced a recipe's values, compose.py) are shown with the
-    start-up lines."""
-    from grpo_cli.data import build_dataset, render_prompt
-    from grpo_cli.policy.model import build_policy
-    from grpo_cli.rewards import build_reward_stack
-    from grpo_cli.tracking import build_tracker
-
-    run_dir = Path(cfg.trainer.output_dir)
-    with held_logs(run_dir, prepare_run_dir(run_dir)):
-        for note in notes:  # group options that replaced a recipe's values (compose.py)
-            log.info("note: %s", note)  # hidden by logger.console=quiet
-        ckpt.recover_interrupted(run_dir / "checkpoints")
-        resume_from = ckpt.resolve_resume(cfg.trainer.resume, run_dir)
-        check_run_dir(run_dir, cfg.trainer.resume, resume_from is not None)
-        if resume_from is not None:
-            check_resume_compatible(ckpt.load_checkpoint_config(resume_from), dcfg, resume_from)
-        seed_everything(cfg.trainer.seed)
-        set_cpu_threads(cfg.trainer.cpu_threads, cfg.model.device)
-
-        # The data's answer format is its template (DatasetSplits.answer_format), known before
-        # the data loads: the stack is built first, so a bad reward fails before the model.
-        rewards = build_reward_stack(cfg.reward, answer_format=cfg.data.template)
-        check_data_before_model(cfg)
-        need_ref = cfg.algo.beta > 0 or cfg.algo.kl_target is not None
-        policy = build_policy(cfg.model, need_reference=need_ref)
-        data = build_dataset(cfg.data, policy.tokenizer, cfg.trainer.seed)
-        prompts = [render_prompt(policy.tokenizer, r.prompt) for r in data.train]
-        params = [p for p in policy.model.parameters() if p.requires_grad]
-        optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.trainer.max_steps,
-                                               policy.device)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(dcfg))
-    kl_ctl = (AdaptiveKLController(cfg.algo.beta, cfg.algo.kl_target, cfg.algo.kl_horizon)
-              if cfg.algo.kl_target is not None else FixedKLController(cfg.algo.beta))
-    sampler = PromptSampler(len(prompts), cfg.trainer.seed)
-
-    start_step, status = 0, {"best": None}
-    if resume_from is not None:
-        state = ckpt.load_trainer_state(resume_from)
-        ckpt.load_policy_weights(policy.model, resume_from / "policy")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        kl_ctl.load_state_dict(state["kl_ctl"])
-        sampler.position = state["data_position"]
-        start_step, status["best"] = state["step"], state.get("best")
-        ckpt.set_rng_state(state["rng"])
-
-    tracker = build_tracker(cfg.logger, run_dir, cfg.trainer.run_name,
-                            OmegaConf.to_container(dcfg, resolve=True), cfg.trainer.max_steps,
-                            start_step=start_step)
-    if resume_from is not None:
-        tracker.info(f"resumed from {resume_from} at step {start_step}")
-    for problem in reward_template_problems(cfg):
-        tracker.warn(problem)
-    engine = Engine(cfg, policy, optimizer, scheduler, rewards, kl_ctl, data.train, prompts,
-                    sampler, tracker, params)
-
-    def save(name: str, step: int, *, ends_run: bool = False, **meta) -> Path | None:
-        """Write a checkpoint. If it fails: a warning (training goes on) or, when the save
-        ends the run, a one-line error; the previous checkpoint stays either way."""
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "kl_ctl": kl_ctl.state_dict(), "data_position": sampler.position,
-                 "step": step, "best": status["best"], "rng": ckpt.rng_state()}
-        from grpo_cli.policy.model import save_policy
-
-        try:
-            path = ckpt.save_checkpoint(run_dir / "checkpoints", name,
-                                        save_policy_fn=lambda d: save_policy(policy, d),
-                                        trainer_state=state, config=dcfg, step=step,
-                                        extra_meta=meta)
-        except OSError as exc:
-            latest = ckpt.find_latest(run_dir)
-            problem = (f"could not write checkpoint {name} at step {step} to "
-                       f"{run_dir / 'checkpoints'} ({exc.strerror or exc}); the newest complete "
-                       f"checkpoint is {latest or 'none'}")
-            if ends_run:
-                raise UserError(f"{problem}: free space and resume with trainer.resume=auto"
-                                ) from None
-            tracker.warn(f"{problem}; training goes on and the next save tries again")
-            return None
-        if name.startswith("step-"):
-            ckpt.prune(run_dir / "checkpoints", cfg.trainer.keep_last)
-        tracker.log_checkpoint(path, step)
-        return path
-
-    resume_hint = f"resume with: {resume_command(list(overrides or []))}"
-    exit_code, bad_in_a_row, skipped_total, step = 0, 0, 0, start_step
-    last_good = start_step
-    try:
-        with StopRequest() as stop:
-            for step in range(start_step + 1, cfg.trainer.max_steps + 1):
-                engine.step = step
-                metrics, samples = one_step(engine, step)
-                bad = metrics.pop("_skipped")
-                bad_in_a_row = bad_in_a_row + 1 if bad else 0
-                last_good = last_good if bad else step
-                skipped_total += int(bad)
-                metrics["health/skipped_steps"] = skipped_total
-                if bad:
-                    tracker.warn(f"step {step}: non-finite loss or gradient; update skipped "
-                                 f"({bad_in_a_row} in a row, limit trainer.max_bad_steps="
-                                 f"{cfg.trainer.max_bad_steps})")
-                if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
-                    run_eval_during_training(engine, data.test, step, metrics, status, save)
-                tracker.log_step(step, metrics)
-                tracker.log_samples(step, samples, write_file=(
-                    step % cfg.trainer.log_every == 0 or step == 1))
-                if bad_in_a_row >= cfg.trainer.max_bad_steps:
-                    # Skipped steps changed neither the weights nor the Adam moments: this
-                    # checkpoint holds those of the last good step, before the trouble.
-                    path = save(f"step-{step}", step, ends_run=True, last_good_step=last_good,
-                                skipped_in_a_row=bad_in_a_row)
-                    raise UserError(
-                        f"stopped at step {step}: {bad_in_a_row} steps in a row had a "
-                        f"non-finite loss or gradient and were skipped; {path} holds the "
-                        f"weights of {f'step {last_good}' if last_good else 'the start'}, "
-                        "before the trouble. Try a lower "
-                        "optim.lr, optim.max_grad_norm=1.0, or model.dtype=fp32")
-                if stop.signum is not None:
-                    path = save(f"step-{step}", step, ends_run=True)
-                    print(f"stopped at step {step}; checkpoint {path}\n{resume_hint}",
-                          file=sys.stderr)
-                    exit_code = 130
-                    break
-                if cfg.trainer.save_every and step % cfg.trainer.save_every == 0:
-                    save(f"step-{step}", step)
-            else:
-                save("final", cfg.trainer.max_steps, ends_run=True)
-    except KeyboardInterrupt:
-        print(f"\nstopped during step {step}; the newest checkpoint in {run_dir}/checkpoints is "
-              f"intact\n{resume_hint}", file=sys.stderr)
-        exit_code = 130
-    except OSError as exc:
-        if exc.errno not in DISK_ERRNOS:
-            raise
-        raise UserError(f"stopped at step {step}: {exc.strerror} ({exc.filename}); the newest "
-                        f"complete checkpoint is {ckpt.find_latest(run_dir) or 'none'}: fix it "
-                        "and resume with trainer.resume=auto") from None
-    finally:
-        tracker.close(plot=cfg.logger.plot_at_end and exit_code == 0)
-    return exit_code
-
-
-def one_step(engine: Engine, step: int) -> tuple[dict, list[dict]]:
-    device = engine.policy.device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    batch, ds_stats = collect_batch(engine)
-    metrics, adv, skipped = train_on_batch(engine, batch)
-    elapsed = time.perf_counter() - t0
-    ro, total = batch.rollout, batch.total
-    lengths = ro.lengths.float()
-    gen_tokens = float(lengths.sum())
-    metrics.update(ds_stats)
-    metrics.update(batch.metrics)
-    metrics.update({
-        "reward/mean": float(total.mean()), "reward/std": float(total.std()) if len(total) > 1
-        else 0.0,
-        "completion_len/mean": float(lengths.mean()),
-        "completion_len/clipped_frac": float(ro.truncated.float().mean()),
-        "repetition": repetition_rate(ro.completion_ids, ro.completion_mask),
-        "time/generate_s": batch.time_generate, "time/reward_s": batch.time_reward,
-        "time/rollout_s": batch.time_generate + batch.time_reward, "time/step_s": elapsed,
-        "tokens_per_s": gen_tokens / max(batch.time_generate, 1e-9),
-        "mem/peak_gb": peak_memory_gb(device), "health/oom_retries": engine.oom_retries,
-        # Completions no reward could score: advantage 0, left out of their group's stats.
-        "rewards/unscored": float((~batch.scored).sum()),
-        "_skipped": skipped,
-    })
-    correctness = engine.rewards.correctness_name  # the component that grades answers
-    if correctness is not None:
-        metrics["accuracy"] = float((batch.components[correctness] == 1.0).float().mean())
-    return metrics, sample_rows(engine, batch, adv)
-
-
-def run_eval_during_training(engine: Engine, test_records: list, step: int, metrics: dict,
-                             status: dict, save) -> None:
-    """Held-out eval; the best checkpoint by eval accuracy is kept as checkpoints/best."""
-    from grpo_cli.evaluation import evaluate_policy
-
-    report = evaluate_policy(engine.policy, test_records, engine.cfg,
-                             limit=engine.cfg.eval.limit)
-    metrics.update(engine.tracker.log_eval(step, report))
-    acc = float(report["accuracy"])
-    if status["best"] is None or acc > status["best"]["accuracy"]:
-        status["best"] = {"accuracy": acc, "step": step}
-        save("best", step)
-        engine.tracker.info(f"step {step}: eval accuracy {acc:.3f} is the best so far; "
-                            "saved checkpoints/best")

@@ -7,7 +7,6 @@ A run costs about 4 s of imports plus ~0.5 s per step on one CPU thread, so the 
 from __future__ import annotations
 
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,9 +25,10 @@ def run_env(fault: str | None = None) -> dict:
 
 
 def grpo(*args: str, fault: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`grpo train ARGS` in a subprocess (GRPO_FAULT=fault when given)."""
-    return subprocess.run([sys.executable, "-m", "grpo_cli.cli", "train", *args],
-                          capture_output=True, text=True, env=run_env(fault), timeout=timeout)
+    """`grpo train ARGS` in a subprocess (with the faults of spec `fault` when given, see
+    tests/support/fault_hooks.py)."""
+    return subprocess.run([*tiny_run.train_command(fault), *args], capture_output=True,
+                          text=True, env=run_env(fault), timeout=timeout)
 
 
 def grpo_many(arg_lists: list[list[str]],

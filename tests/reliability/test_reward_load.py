@@ -7,6 +7,7 @@ import time
 
 from grpo_cli.config.schema import RewardComponent
 from grpo_cli.rewards.stack import RewardStack, build_component
+from grpo_cli.trainer.metrics import reward_metrics
 
 N = 256
 
@@ -38,7 +39,7 @@ def test_raising_and_hanging_rewards_are_isolated_in_bounded_time():
         expected = -1.0 if i in hang or i in bad else len(text) / 100
         assert abs(values[i] - expected) < 1e-6, (i, values[i], expected)
     assert abs(float(result.total[1]) - 2.0 * len(completions[1]) / 100) < 1e-6
-    assert result.metrics()["rewards/flaky/errors"] == 39.0
+    assert reward_metrics(result.per_component, result.errors)["rewards/flaky/errors"] == 39.0
 
 
 def test_a_reward_that_hangs_on_every_sample_is_still_bounded():

@@ -1,5 +1,5 @@
 """Faults inside a training step, through the real CLI: NaN losses and out-of-memory errors
-(injected with GRPO_FAULT, see grpo_cli/trainer/faults.py).
+(injected through the trainer hooks, see tests/support/fault_hooks.py).
 
 The module fixture starts every run (two at a time); each test checks one of them.
 """

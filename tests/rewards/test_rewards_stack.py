@@ -11,6 +11,7 @@ from grpo_cli.config.schema import RewardComponent, RewardConfig
 from grpo_cli.errors import UserError
 from grpo_cli.rewards import build_reward_stack
 from grpo_cli.rewards.stack import Component, RewardStack
+from grpo_cli.trainer.metrics import accuracy, reward_metrics
 
 
 # User rewards, referenced by import path as f"{__name__}:name".
@@ -70,13 +71,13 @@ def test_weighted_total_and_metrics():
     # total: 1*c + 0.5*f + 0.1*odd (odd excluded on samples 1 and 3)
     assert result.total.tolist() == pytest.approx([1.7, 0.0, 0.7, 1.5])
     assert result.matrix().shape == (4, 3)
-    m = result.metrics()
+    m = reward_metrics(result.per_component, result.errors)
     assert m["rewards/correctness/mean"] == pytest.approx(0.5)
     assert m["rewards/correctness/std"] == pytest.approx(0.5)
     assert m["rewards/odd/mean"] == pytest.approx(2.0)   # over applicable samples only
     assert m["rewards/odd/std"] == pytest.approx(0.0)
     assert m["rewards/format/errors"] == 0.0
-    assert result.accuracy() == pytest.approx(0.5)
+    assert accuracy(result.per_component, result.correctness_name) == pytest.approx(0.5)
 
 
 def test_sample_with_no_applicable_component_totals_zero():
@@ -84,7 +85,8 @@ def test_sample_with_no_applicable_component_totals_zero():
                         answer_format="hash")
     result = stack(["", ""], ["a", "b"], ["", ""], **meta(2))
     assert result.total.tolist() == [6.0, 0.0]
-    assert result.accuracy() is None  # no correctness component
+    # no correctness component
+    assert accuracy(result.per_component, result.correctness_name) is None
 
 
 def test_a_raising_sample_gets_the_fallback_and_is_counted():
@@ -93,7 +95,7 @@ def test_a_raising_sample_gets_the_fallback_and_is_counted():
     result = stack([""] * 4, ["ok", "bad", "ok", "bad"], [""] * 4, **meta(4))
     assert result.per_component["r"].tolist() == [0.5, -1.0, 0.5, -1.0]
     assert result.errors == {"r": 2, "n": 2}
-    assert result.metrics()["rewards/r/errors"] == 2.0
+    assert reward_metrics(result.per_component, result.errors)["rewards/r/errors"] == 2.0
     n = result.per_component["n"]
     assert n[0] == 0.5 and torch.isnan(n[1])  # null fallback: excluded
     assert result.total.tolist() == pytest.approx([1.0, -1.0, 1.0, -1.0])
@@ -157,7 +159,7 @@ def test_user_reward_by_import_path_and_empty_batch():
     assert stack(["p"], ["c"], ["a"], **meta(1)).total.tolist() == [2.0]
     empty = stack([], [], [], **meta(0))
     assert empty.total.shape == (0,)
-    assert math.isnan(empty.metrics()["rewards/one/mean"])
+    assert math.isnan(reward_metrics(empty.per_component, empty.errors)["rewards/one/mean"])
 
 
 def test_batch_of_64_numeric_answers_is_fast():
@@ -173,7 +175,7 @@ def test_batch_of_64_numeric_answers_is_fast():
     start = time.perf_counter()
     result = stack([""] * 64, completions, answers, **meta(64))
     assert time.perf_counter() - start < 0.5  # a few ms in practice
-    assert result.accuracy() == pytest.approx(4 / 64)
+    assert accuracy(result.per_component, result.correctness_name) == pytest.approx(4 / 64)
 
 
 def test_the_answer_format_is_given_once_when_the_stack_is_built():

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+FAULT_CLI = Path(__file__).resolve().parent / "fault_cli.py"
+
 
 def base_args(model: Path, out: Path, steps: int, *extra: str,
               reward: str = "toy_rewards:digit_share") -> list[str]:
@@ -22,10 +24,18 @@ def base_args(model: Path, out: Path, steps: int, *extra: str,
         f"+reward.components.digits.fn={reward}", "~reward.components.format", *extra]
 
 
+def train_command(fault: str | None = None) -> list[str]:
+    """`grpo train` as a subprocess command: the real CLI, or with a fault spec the same CLI
+    behind fault_cli.py, which injects the faults of GRPO_FAULT (run_env sets it)."""
+    if fault:
+        return [sys.executable, str(FAULT_CLI), "train"]
+    return [sys.executable, "-m", "grpo_cli.cli", "train"]
+
+
 def run_env(folder: Path, fault: str | None = None) -> dict:
     """The environment for a `grpo train` subprocess: `folder` importable (its toy rewards),
     one thread (a tiny model gains nothing from two, and spinning threads slow a busy
-    machine), W&B off, and GRPO_FAULT=fault when given."""
+    machine), W&B off, and GRPO_FAULT=fault when given (read by fault_cli.py alone)."""
     env = {**os.environ,
            "PYTHONPATH": f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
@@ -45,7 +55,7 @@ def signal_after_first_step(args: list[str], out: Path, env: dict, sig: int,
                             wait_s: float) -> subprocess.CompletedProcess:
     """Start `grpo train ARGS`, send `sig` once step 1 is logged (or after wait_s, or when the
     run has ended), and wait for it to exit."""
-    proc = subprocess.Popen([sys.executable, "-m", "grpo_cli.cli", "train", *args],
+    proc = subprocess.Popen([*train_command(), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + wait_s
     while time.time() < deadline and proc.poll() is None:

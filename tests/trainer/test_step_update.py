@@ -1,4 +1,4 @@
-"""One update through the real step code (step.train_on_batch / step._accumulate) on a tiny
+"""One update through the real step code (step.update / step._accumulate) on a tiny
 LoRA model: micro-batch sizes, metrics over several updates, the reference when starting from
 an adapter, unscored completions and mixed sampler log-probs."""
 
@@ -14,8 +14,10 @@ from grpo_cli.algo.loss import FixedKLController
 from grpo_cli.config.compose import compose_config
 from grpo_cli.policy.model import build_policy, save_policy
 from grpo_cli.rollout.engine import SamplingSettings, concat_rollouts, generate
+from grpo_cli.trainer.metrics import update_metrics
 from grpo_cli.trainer.optim import build_optimizer
-from grpo_cli.trainer.step import Engine, ScoredBatch, _accumulate, train_on_batch
+from grpo_cli.trainer.parts import RunParts, RunState
+from grpo_cli.trainer.step import ScoredBatch, _accumulate, update
 
 G = 4
 PROMPTS = ["What is 2 + 3?", "Name a colour."]
@@ -26,7 +28,15 @@ class _Tracker:
         raise AssertionError(f"unexpected warning: {message}")
 
 
-def make_engine(path, *overrides: str, adapter_path=None) -> Engine:
+class Run:
+    """The parts and state of a run without a loop: what step.update reads."""
+
+    def __init__(self, parts: RunParts) -> None:
+        self.parts, self.state = parts, RunState.start(parts.cfg)
+        self.policy, self.params, self.optimizer = parts.policy, parts.params, parts.optimizer
+
+
+def make_run(path, *overrides: str, adapter_path=None) -> Run:
     args = [f"model.name_or_path={path}", "model.dtype=fp32", "rollout.max_new_tokens=6",
             f"algo.num_generations={G}", "trainer.prompts_per_step=2", "optim.lr=1e-3",
             "rollout.merge_adapters=off", *overrides]
@@ -41,54 +51,61 @@ def make_engine(path, *overrides: str, adapter_path=None) -> Engine:
     params = [p for p in policy.model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.trainer.max_steps,
                                            policy.device)
-    return Engine(cfg, policy, optimizer, scheduler, None, FixedKLController(cfg.algo.beta),
-                  [], [], None, _Tracker(), params)
+    return Run(RunParts(cfg, policy, optimizer, scheduler, params,
+                        FixedKLController(cfg.algo.beta), rewards=None, records=[], prompts=[],
+                        sampler=None, tracker=_Tracker()))
 
 
-def scored_batch(engine: Engine, rewards=None, scored=None, seed: int = 0) -> ScoredBatch:
+def train_on_batch(run: Run, batch: ScoredBatch) -> tuple[dict, torch.Tensor, bool]:
+    """step.update, with its numbers under the names metrics.py logs them by."""
+    stats = update(run.parts, run.state, batch)
+    return update_metrics(stats), stats.advantages, stats.skipped
+
+
+def scored_batch(run: Run, rewards=None, scored=None, seed: int = 0) -> ScoredBatch:
     torch.manual_seed(seed)
-    prompts = [engine.policy.tokenizer.apply_chat_template(
+    prompts = [run.policy.tokenizer.apply_chat_template(
         [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
         for p in PROMPTS]
-    ro = generate(engine.policy.model, engine.policy.tokenizer, prompts,
+    ro = generate(run.policy.model, run.policy.tokenizer, prompts,
                   SamplingSettings(num_samples=G, max_new_tokens=6), merge_adapters="off")
     N = len(PROMPTS) * G
     total = torch.tensor(rewards if rewards is not None else [1.0, 0.0, 0.5, 0.0] * 2)
-    return ScoredBatch([0, 1], ro, total, {}, {}, {}, 0.0, 0.0,
+    return ScoredBatch([0, 1], ro, total, {}, {},
                        torch.ones(N, dtype=torch.bool) if scored is None
                        else torch.tensor(scored))
 
 
-def _grads(engine: Engine, batch: ScoredBatch, micro: int) -> list[torch.Tensor]:
+def _grads(run: Run, batch: ScoredBatch, micro: int) -> list[torch.Tensor]:
     from grpo_cli.algo.advantages import compute_advantages
 
-    engine.optimizer.zero_grad(set_to_none=True)
-    engine.micro_batch_size = micro
+    run.optimizer.zero_grad(set_to_none=True)
+    run.state.micro_batch_size = micro
     adv = compute_advantages(batch.total, G)
     rows = torch.arange(len(batch.total))
-    engine.policy.model.train()
-    _accumulate(engine, batch.rollout, rows, adv, batch.rollout.completion_mask.float(), None,
-                None, 0.0, with_entropy=False)
-    return [p.grad.clone() for p in engine.params]
+    run.policy.model.train()
+    _accumulate(run.parts, run.state, batch.rollout, rows, adv,
+                batch.rollout.completion_mask.float(), None, None, 0.0, with_entropy=False)
+    return [p.grad.clone() for p in run.params]
 
 
 @pytest.mark.parametrize("agg", ["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"])
 def test_any_micro_batch_size_gives_the_whole_batch_gradient(tiny_llama_path, agg):
     # 8 sequences: micro-batches of 3 (3 + 3 + 2, not a divisor) and 16 (more than the
     # batch: the whole batch) give the gradient of one pass over all 8.
-    engine = make_engine(tiny_llama_path, f"algo.loss_agg={agg}", "algo.beta=0",
+    run = make_run(tiny_llama_path, f"algo.loss_agg={agg}", "algo.beta=0",
                          "trainer.micro_batch_size=16")
-    batch = scored_batch(engine)
-    whole = _grads(engine, batch, 8)
+    batch = scored_batch(run)
+    whole = _grads(run, batch, 8)
     for micro in (3, 16):
-        for a, b in zip(whole, _grads(engine, batch, micro)):
+        for a, b in zip(whole, _grads(run, batch, micro)):
             assert torch.allclose(a, b, atol=1e-6, rtol=1e-4), micro
 
 
 def test_micro_batch_larger_than_the_batch_composes_and_trains(tiny_llama_path):
-    engine = make_engine(tiny_llama_path, "algo.beta=0", "trainer.micro_batch_size=16",
+    run = make_run(tiny_llama_path, "algo.beta=0", "trainer.micro_batch_size=16",
                          "trainer.prompts_per_step=2")
-    metrics, _, skipped = train_on_batch(engine, scored_batch(engine))
+    metrics, _, skipped = train_on_batch(run, scored_batch(run))
     assert not skipped and math.isfinite(metrics["loss"])
 
 
@@ -97,16 +114,16 @@ def test_micro_batch_larger_than_the_batch_composes_and_trains(tiny_llama_path):
                                    ["algo.num_iterations=3", "trainer.micro_batch_size=4",
                                     "trainer.grad_accum_steps=1"]])
 def test_pg_loss_equals_loss_without_kl_for_any_number_of_updates(tiny_llama_path, extra):
-    engine = make_engine(tiny_llama_path, "algo.beta=0", *extra)
-    metrics, _, _ = train_on_batch(engine, scored_batch(engine))
+    run = make_run(tiny_llama_path, "algo.beta=0", *extra)
+    metrics, _, _ = train_on_batch(run, scored_batch(run))
     assert metrics["pg_loss"] == pytest.approx(metrics["loss"], rel=1e-5, abs=1e-7)
 
 
 def test_unscored_completions_get_advantage_zero(tiny_llama_path):
-    engine = make_engine(tiny_llama_path, "algo.beta=0", "algo.scale_rewards=none")
+    run = make_run(tiny_llama_path, "algo.beta=0", "algo.scale_rewards=none")
     # Completion 1 of group 0 could not be scored (its reward 0 is a fallback).
     scored = [True, False, True, True] + [True] * 4
-    _, adv, _ = train_on_batch(engine, scored_batch(engine, scored=scored))
+    _, adv, _ = train_on_batch(run, scored_batch(run, scored=scored))
     # Group 0's scored rewards [1, 0.5, 0]: mean 0.5 -> [0.5, 0 (unscored), 0, -0.5].
     assert adv[:4].tolist() == pytest.approx([0.5, 0.0, 0.0, -0.5])
     assert adv[4:].tolist() == pytest.approx([0.625, -0.375, 0.125, -0.375])
@@ -114,19 +131,19 @@ def test_unscored_completions_get_advantage_zero(tiny_llama_path):
 
 def test_reference_is_the_starting_adapter(tiny_llama_path, tmp_path):
     # An adapter that changes the outputs, saved and loaded as the starting point.
-    start = make_engine(tiny_llama_path, "algo.beta=0")
+    start = make_run(tiny_llama_path, "algo.beta=0")
     folder = save_policy(start.policy, tmp_path / "adapter")
-    engine = make_engine(tiny_llama_path, "algo.beta=0.1", adapter_path=folder)
-    assert "starting adapter" in engine.policy.reference_kind
-    metrics, _, _ = train_on_batch(engine, scored_batch(engine))
+    run = make_run(tiny_llama_path, "algo.beta=0.1", adapter_path=folder)
+    assert "starting adapter" in run.policy.reference_kind
+    metrics, _, _ = train_on_batch(run, scored_batch(run))
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-7)  # step 0: policy == reference
     # After the update the reference is still the start, not the trained adapter, and the
     # trained adapter came back from the reference pass untouched.
-    trained = [p.detach().clone() for p in engine.params]
-    metrics, _, _ = train_on_batch(engine, scored_batch(engine, seed=1))
+    trained = [p.detach().clone() for p in run.params]
+    metrics, _, _ = train_on_batch(run, scored_batch(run, seed=1))
     assert metrics["kl"] > 0
     ids = torch.tensor([[5, 6, 7, 8]])
-    with engine.policy.reference() as ref:
+    with run.policy.reference() as ref:
         ref_logits = ref(input_ids=ids).logits
     with torch.no_grad():
         start_logits = start.policy.model(input_ids=ids).logits
@@ -134,7 +151,7 @@ def test_reference_is_the_starting_adapter(tiny_llama_path, tmp_path):
             bare_logits = start.policy.model(input_ids=ids).logits
     assert torch.allclose(ref_logits, start_logits, atol=1e-5)
     assert not torch.allclose(ref_logits, bare_logits, atol=1e-3)
-    assert all(not torch.equal(a, b) for a, b in zip(trained, engine.params))
+    assert all(not torch.equal(a, b) for a, b in zip(trained, run.params))
 
 
 def test_a_loaded_adapters_dropout_is_switched_off(tiny_llama_path, tmp_path):
@@ -145,19 +162,19 @@ def test_a_loaded_adapters_dropout_is_switched_off(tiny_llama_path, tmp_path):
     peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.5,
                                            target_modules=["q_proj", "v_proj"]))
     peft.save_pretrained(tmp_path / "drop")
-    engine = make_engine(tiny_llama_path, "algo.beta=0", "algo.num_iterations=2",
+    run = make_run(tiny_llama_path, "algo.beta=0", "algo.num_iterations=2",
                          adapter_path=tmp_path / "drop")
-    assert not any(isinstance(m, torch.nn.Dropout) for m in engine.policy.model.modules())
-    metrics, _, _ = train_on_batch(engine, scored_batch(engine))
+    assert not any(isinstance(m, torch.nn.Dropout) for m in run.policy.model.modules())
+    metrics, _, _ = train_on_batch(run, scored_batch(run))
     # The first update's ratio is exactly 1 (old = this policy, no random masks); the second
     # moves a little. With dropout 0.5 it was far from 1 from the start.
     assert abs(metrics["ratio_mean"] - 1.0) < 0.05
 
 
 def test_mixed_sampler_logprobs_keep_per_row_correction(tiny_llama_path):
-    engine = make_engine(tiny_llama_path, "algo.beta=0")
-    merged = scored_batch(engine)
-    plain = scored_batch(engine, seed=3)
+    run = make_run(tiny_llama_path, "algo.beta=0")
+    merged = scored_batch(run)
+    plain = scored_batch(run, seed=3)
     merged.rollout.sampler_logp = torch.where(merged.rollout.completion_mask.bool(),
                                               torch.full_like(merged.rollout.completion_mask,
                                                               -50.0, dtype=torch.float32),
@@ -166,9 +183,9 @@ def test_mixed_sampler_logprobs_keep_per_row_correction(tiny_llama_path):
                           plain.rollout.select(list(range(4)))], 0)
     assert ro.sampler_logp is not None
     assert torch.isnan(ro.sampler_logp[4:]).all() and not torch.isnan(ro.sampler_logp[:4]).any()
-    batch = ScoredBatch([0, 1], ro, torch.tensor([1.0, 0.0, 0.5, 0.0] * 2), {}, {}, {}, 0, 0,
+    batch = ScoredBatch([0, 1], ro, torch.tensor([1.0, 0.0, 0.5, 0.0] * 2), {}, {},
                         torch.ones(8, dtype=torch.bool))
-    metrics, _, _ = train_on_batch(engine, batch)
+    metrics, _, _ = train_on_batch(run, batch)
     # Rows 0-3: sampler log-prob -50, so w = min(exp(old + 50), 2) = 2; rows 4-7: the
     # trainer's own draw, w = 1. The token-weighted mean lies strictly between.
     tokens = ro.completion_mask.float().sum(1)
@@ -178,9 +195,9 @@ def test_mixed_sampler_logprobs_keep_per_row_correction(tiny_llama_path):
 
 
 def test_kl_is_logged_only_when_a_reference_ran(tiny_llama_path):
-    engine = make_engine(tiny_llama_path, "algo.beta=0")
-    metrics, _, _ = train_on_batch(engine, scored_batch(engine))
+    run = make_run(tiny_llama_path, "algo.beta=0")
+    metrics, _, _ = train_on_batch(run, scored_batch(run))
     assert "kl" not in metrics and "sampler/is_weight" in metrics
-    engine = make_engine(tiny_llama_path, "algo.beta=0.1")
-    metrics, _, _ = train_on_batch(engine, scored_batch(engine))
+    run = make_run(tiny_llama_path, "algo.beta=0.1")
+    metrics, _, _ = train_on_batch(run, scored_batch(run))
     assert metrics["kl"] >= 0.0
