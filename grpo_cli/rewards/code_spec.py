@@ -100,9 +100,18 @@ def steps_from_check(test_source: str, where: str, function: str = "check") -> S
 
 
 def steps_from_asserts(asserts: Sequence[str], setup: Sequence[str], where: str) -> Steps:
-    """MBPP-style tests: setup code, then one test per assert string."""
+    """MBPP-style tests: setup code, then one test per assert string (`assert True` is
+    kept as setup: it tests nothing)."""
     steps = [(s, False) for s in setup if s and s.strip()]
-    return _checked(steps + [(a, True) for a in asserts if a and a.strip()], where)
+    tests = [a for a in asserts if a and a.strip()]
+    return _checked(steps + [(a, _parses_to_assert(a)) for a in tests], where)
+
+
+def _parses_to_assert(code: str) -> bool:
+    try:
+        return _asserts(ast.parse(code))
+    except SyntaxError:
+        return True  # _checked names it
 
 
 def last_fenced_block(text: str) -> Optional[str]:
