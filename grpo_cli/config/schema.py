@@ -101,7 +101,10 @@ class ArithConfig:
 class PyFuncConfig:
     # Number of generated function-writing problems (split by data.test_size; fewer when the
     # families allow fewer distinct problems). Families: grpo_cli/data/pyfunc.py.
-    num_examples: int = bounded(240, lo=2)
+    num_examples: int = bounded(1000, lo=2)
+    # Families: easy (literal arithmetic: x plus 3, ...), hard (filters, counts, digits,
+    # string edits: the default, where SmolLM2-135M's base pass rate is low), or all.
+    level: str = choice("hard", ["easy", "hard", "all"])
     # Generated tests per problem (one more example call is shown in the prompt).
     num_tests: int = bounded(3, lo=1, hi=10)
 

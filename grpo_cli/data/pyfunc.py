@@ -46,7 +46,7 @@ def _word(rng: random.Random) -> tuple:
     return ("".join(rng.choice("abcdeilmnorst") for _ in range(rng.randint(3, 9))),)
 
 
-FAMILIES = [
+EASY = [
     Family("add_{k}", "x", "x plus {k}", "x + {k}", lambda: ({"k": k} for k in range(1, 31)),
            _ints(-20, 50)),
     Family("subtract_{k}", "x", "x minus {k}", "x - {k}",
@@ -58,24 +58,52 @@ FAMILIES = [
            _ints(-10, 20)),
     Family("divisible_by_{k}", "x", "True if x is divisible by {k}, else False",
            "x % {k} == 0", lambda: ({"k": k} for k in range(2, 13)), _ints(0, 100)),
-    Family("repeat_{k}", "s", "the string s repeated {k} times", "s * {k}",
-           lambda: ({"k": k} for k in range(2, 7)), _word),
     Family("count_above_{k}", "xs", "how many numbers in the list xs are greater than {k}",
            "sum(1 for v in xs if v > {k})", lambda: ({"k": k} for k in range(0, 21)),
            _int_list),
     Family("item_{k}", "xs", "the element at index {k} of the list xs", "xs[{k}]",
            lambda: ({"k": k} for k in range(0, 5)), _int_list),
+    Family("repeat_{k}", "s", "the string s repeated {k} times", "s * {k}",
+           lambda: ({"k": k} for k in range(2, 7)), _word),
+    Family("starts_with_{c}", "s", "True if the string s starts with '{c}', else False",
+           "s.startswith('{c}')", lambda: ({"c": c} for c in "abcdeilmnorst"), _word),
+]
+# SmolLM2-135M-Instruct solved 17 of 24 held-out problems of the first set above (all the
+# literal arithmetic ones) but few of these: the default task (README "Code tasks").
+HARD = [
     Family("max_plus_{k}", "xs", "the largest number in the list xs plus {k}",
            "max(xs) + {k}", lambda: ({"k": k} for k in range(0, 11)), _int_list),
     Family("count_{c}", "s", "how many times the letter '{c}' appears in the string s",
            "s.count('{c}')", lambda: ({"c": c} for c in "abcdeilmnorst"), _word),
-    Family("starts_with_{c}", "s", "True if the string s starts with '{c}', else False",
-           "s.startswith('{c}')", lambda: ({"c": c} for c in "abcdeilmnorst"), _word),
     Family("clamp_{lo}_{hi}", "x", "x limited to the range {lo} to {hi} (inclusive)",
            "min(max(x, {lo}), {hi})",
            lambda: ({"lo": lo, "hi": lo + w} for lo in range(0, 6) for w in range(5, 16, 2)),
            _ints(-10, 30)),
+    Family("sum_divisible_by_{k}", "xs", "the sum of the numbers in the list xs that are "
+           "divisible by {k}", "sum(v for v in xs if v % {k} == 0)",
+           lambda: ({"k": k} for k in range(2, 10)), _int_list),
+    Family("keep_above_{k}", "xs", "a list of the numbers in xs that are greater than {k}, "
+           "in their original order", "[v for v in xs if v > {k}]",
+           lambda: ({"k": k} for k in range(0, 16)), _int_list),
+    Family("remove_{c}", "s", "the string s with every '{c}' removed", "s.replace('{c}', '')",
+           lambda: ({"c": c} for c in "abcdeilmnorst"), _word),
+    Family("digit_sum_plus_{k}", "x", "the sum of the decimal digits of x, plus {k}",
+           "sum(int(d) for d in str(x)) + {k}", lambda: ({"k": k} for k in range(0, 10)),
+           _ints(10, 9999)),
+    Family("plus_{a}_times_{b}", "x", "x plus {a}, the result multiplied by {b}",
+           "(x + {a}) * {b}", lambda: ({"a": a, "b": b} for a in range(1, 7)
+                                       for b in range(2, 6)), _ints(-10, 20)),
+    Family("count_multiples_of_{k}", "xs", "how many numbers in the list xs are multiples of "
+           "{k}", "sum(1 for v in xs if v % {k} == 0)",
+           lambda: ({"k": k} for k in range(2, 10)), _int_list),
+    Family("last_{k}_reversed", "xs", "the last {k} elements of the list xs, in reverse order",
+           "xs[-{k}:][::-1]", lambda: ({"k": k} for k in range(1, 5)), _int_list),
+    Family("stretch_{k}", "s", "the string s with each character repeated {k} times",
+           "''.join(ch * {k} for ch in s)", lambda: ({"k": k} for k in range(2, 5)), _word),
+    Family("min_times_{k}", "xs", "the smallest number in the list xs multiplied by {k}",
+           "min(xs) * {k}", lambda: ({"k": k} for k in range(2, 10)), _int_list),
 ]
+LEVELS = {"easy": EASY, "hard": HARD, "all": EASY + HARD}
 
 
 def _call(name: str, args: tuple) -> str:
@@ -115,7 +143,7 @@ def generate(cfg: PyFuncConfig, seed: int) -> list[dict]:
     rng = random.Random(seed)
     problems = [_problem(fam, p, random.Random(f"{fam.name}/{sorted(p.items())}"),
                          cfg.num_tests)
-                for fam in FAMILIES for p in fam.params()]
+                for fam in LEVELS[cfg.level] for p in fam.params()]
     rng.shuffle(problems)
     if cfg.num_examples > len(problems):
         log.info("data: pyfunc has %d distinct problems (data.pyfunc.num_examples=%d)",
@@ -123,4 +151,4 @@ def generate(cfg: PyFuncConfig, seed: int) -> list[dict]:
     return problems[:cfg.num_examples]
 
 
-__all__ = ["FAMILIES", "generate"]
+__all__ = ["EASY", "HARD", "LEVELS", "generate"]

@@ -89,11 +89,13 @@ def test_humaneval_row_without_check_is_an_error(tmp_path):
                    "test", 0)
 
 
-def test_pyfunc_problems_are_distinct_deterministic_and_their_references_pass():
-    problems = generate(PyFuncConfig(), 0)
-    assert len({p["name"] for p in problems}) == len(problems) == 240
-    assert generate(PyFuncConfig(), 0) == problems
-    other = {p["name"]: p["tests"] for p in generate(PyFuncConfig(), 1)}
+@pytest.mark.parametrize("level, n", [("easy", 180), ("hard", 154), ("all", 334)])
+def test_pyfunc_problems_are_distinct_deterministic_and_their_references_pass(level, n):
+    cfg = PyFuncConfig(level=level)
+    problems = generate(cfg, 0)
+    assert len({p["name"] for p in problems}) == len(problems) == n
+    assert generate(cfg, 0) == problems
+    other = {p["name"]: p["tests"] for p in generate(cfg, 1)}
     assert all(other[p["name"]] == p["tests"] for p in problems)  # tests do not move with seed
     for p in problems:
         ns: dict = {}
@@ -102,9 +104,10 @@ def test_pyfunc_problems_are_distinct_deterministic_and_their_references_pass():
 
 
 def test_pyfunc_templates_and_hold_out():
-    fenced = build_dataset(DataConfig(name="pyfunc", template="fenced"), None, 0)
-    complete = build_dataset(DataConfig(name="pyfunc", template="complete"), None, 0)
-    assert (len(fenced.train), len(fenced.test)) == (216, 24)
+    fenced = build_dataset(DataConfig(name="pyfunc", template="fenced", test_size=0.2), None, 0)
+    complete = build_dataset(DataConfig(name="pyfunc", template="complete", test_size=0.2),
+                             None, 0)
+    assert (len(fenced.train), len(fenced.test)) == (123, 31)
     assert {r.id for r in fenced.test} == {r.id for r in complete.test}
     rec = next(r for r in complete.test if r.id == fenced.test[0].id)
     assert rec.question.startswith("def ") and '"""Return' in rec.question
