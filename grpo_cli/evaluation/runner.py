@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from grpo_cli.config.schema import EvalConfig, GrpoConfig, RewardComponent
 from grpo_cli.errors import UserError
+from grpo_cli.evaluation import code_eval
 from grpo_cli.evaluation.completions import load_problems
 from grpo_cli.evaluation.report import (
     Grader,
@@ -71,6 +72,8 @@ def make_grader(cfg: GrpoConfig) -> Grader:
     from grpo_cli.rewards.equivalence import answers_match_many
     from grpo_cli.rewards.extract import DEFAULT_ORDER, extract_answer
 
+    if code_eval.is_code_task(cfg):  # code is run, not read: evaluation/code_eval.py
+        return code_eval.describe(cfg)
     template = cfg.data.template
     order = DEFAULT_ORDER[template]
     timeout = _answer_timeout(cfg)
@@ -163,6 +166,8 @@ def _evaluate(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *, limit: Op
                         "nothing to evaluate")
     grader = make_grader(cfg)
     problems = _generate_problems(policy, records, cfg, advance)
+    if code_eval.is_code_task(cfg):
+        return code_eval.grade_and_summarize(problems, cfg)
     rows = grade_problems(problems, grader)
     return summarize(rows, dataset=cfg.data.name), rows
 
@@ -205,9 +210,12 @@ def _grade_file(cfg: GrpoConfig) -> tuple[dict, list[dict]]:
     grader = make_grader(cfg)
     problems = load_problems(cfg.eval.completions, lambda: _test_records(cfg, None)[0],
                              cfg.data.name)
-    rows = grade_problems(problems, grader)
-    report = summarize(rows, dataset=cfg.data.name,
-                       meta=_meta(cfg, grader, f"completions file {cfg.eval.completions}"))
+    meta = _meta(cfg, grader, f"completions file {cfg.eval.completions}")
+    if code_eval.is_code_task(cfg):
+        report, rows = code_eval.grade_and_summarize(problems, cfg, meta)
+    else:
+        rows = grade_problems(problems, grader)
+        report = summarize(rows, dataset=cfg.data.name, meta=meta)
     report["config"].update(greedy=None, max_new_tokens=None, temperature=None, top_p=None,
                             top_k=None)  # unknown: the file was generated elsewhere
     report["model"] = str(cfg.eval.completions)  # not the configured model: it ran nowhere

@@ -15,6 +15,9 @@ import re
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from grpo_cli.errors import UserError
+from grpo_cli.rewards.code import check_kwargs as check_code_kwargs
+from grpo_cli.rewards.code import code_tests
+from grpo_cli.rewards.code_spec import last_fenced_block
 from grpo_cli.rewards.equivalence import answers_match_many
 from grpo_cli.rewards.extract import (
     DEFAULT_ORDER,
@@ -122,6 +125,11 @@ FORMAT_CHECKS: Dict[tuple, Callable[[str], bool]] = {
     ("hash", "soft"): lambda t: hash_answer(t) is not None,
     ("boxed", "strict"): _boxed_strict,
     ("boxed", "soft"): lambda t: last_boxed(t) is not None,
+    # code templates: a fenced block to run; a completion-style answer is code as it is
+    ("fenced", "strict"): lambda t: last_fenced_block(t) is not None,
+    ("fenced", "soft"): lambda t: last_fenced_block(t) is not None,
+    ("complete", "strict"): lambda t: True,
+    ("complete", "soft"): lambda t: True,
 }
 FORMAT_VARIANTS = ("strict", "soft")
 
@@ -208,6 +216,7 @@ REGISTRY: Dict[str, Callable[..., Rewards]] = {
     "tag_count": tag_count,
     "length": length,
     "repetition": repetition,
+    "code_tests": code_tests,
 }
 
 
@@ -244,4 +253,5 @@ VALIDATORS: Dict[str, Callable[[Dict[str, Any]], None]] = {
     "format": _check_format,
     "length": _check_length,
     "repetition": _check_repetition,
+    "code_tests": check_code_kwargs,
 }

@@ -58,6 +58,9 @@ class RewardResult:
     correctness_name: Optional[str] = None  # the component `accuracy` reads
     # [N] bool: some component scored the sample itself (not a fallback); None = all did.
     scored: Optional[torch.Tensor] = None
+    # rewards/<name>/<key> -> value: what a component reported besides its rewards (the code
+    # reward's pass and failure rates), see `reported_metrics`.
+    extra: Dict[str, float] = field(default_factory=dict)
 
     def matrix(self) -> torch.Tensor:
         """[N, K] rewards, components in config order (NaN where not applicable)."""
@@ -118,6 +121,7 @@ class RewardStack:
             [lambda: comp.fn(prompts, completions, answers, **kwargs)],
             comp.timeout_s * max(n, 1), 1)[0]
         if batch.status == "ok":
+            self._extra.update(reported_metrics(comp.name, [batch.value]))
             return _check_values(comp.name, batch.value, n), []
         self._raise_user_error(batch)
         log.warning("reward '%s': batch call %s; re-scoring %d samples one by one",
@@ -137,6 +141,8 @@ class RewardStack:
             self._raise_user_error(outcome)
             failed.append(i)
             values.append(comp.fallback)
+        self._extra.update(reported_metrics(
+            comp.name, [o.value for o in outcomes if o.status == "ok"]))
         if failed:
             log.warning("reward '%s': %d of %d samples got the fallback %s (sample %d %s)",
                         comp.name, len(failed), n, comp.fallback, failed[0],
@@ -161,6 +167,7 @@ class RewardStack:
         errors: Dict[str, int] = {}
         total = torch.zeros(n, dtype=torch.float32)  # [N]
         scored = torch.zeros(n, dtype=torch.bool)  # [N]
+        self._extra: Dict[str, float] = {}
         for comp in self.components:
             values, failed = self._score(comp, prompts, completions, answers, metadata)
             errors[comp.name] = len(failed)
@@ -171,7 +178,20 @@ class RewardStack:
             scored |= own
             per_component[comp.name] = rewards
             total += torch.nan_to_num(rewards * comp.weight, nan=0.0)  # [N]
-        return RewardResult(per_component, total, errors, self.correctness_name, scored)
+        return RewardResult(per_component, total, errors, self.correctness_name, scored,
+                            self._extra)
+
+
+def reported_metrics(name: str, returned: Sequence[Any]) -> Dict[str, float]:
+    """A component may return a list with a `metrics` dict of per-sample means (code_tests
+    does): rewards/<name>/<key>, averaged over the calls weighted by their sample counts."""
+    sums: Dict[str, float] = {}
+    counts: Dict[str, int] = {}
+    for value in returned:
+        for key, v in (getattr(value, "metrics", None) or {}).items():
+            sums[key] = sums.get(key, 0.0) + float(v) * len(value)
+            counts[key] = counts.get(key, 0) + len(value)
+    return {f"rewards/{name}/{k}": sums[k] / counts[k] for k in sums if counts[k]}
 
 
 def _describe(outcome: CallOutcome) -> str:

@@ -96,6 +96,7 @@ def step_metrics(batch: ScoredBatch, stats: StepStats, state: RunState, *,
                     "dynamic_sampling/filled": batch.dynamic.filled,
                     "dynamic_sampling/prompts_sampled": batch.dynamic.prompts_sampled})
     out.update(reward_metrics(batch.components, batch.errors))
+    out.update(batch.reported)  # rewards/<component>/<key> that the components reported
     out.update({
         "reward/mean": float(total.mean()),
         "reward/std": float(total.std()) if len(total) > 1 else 0.0,

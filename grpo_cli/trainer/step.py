@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Optional
 
@@ -59,6 +59,9 @@ class ScoredBatch:
     time_reward: float = 0.0
     frac_zero_std: float = 0.0  # share of zero-variance groups in the first round
     dynamic: Optional[DynamicSampling] = None  # with algo.dynamic_sampling
+    # What reward components reported beyond their values (code_tests' pass rate, ...):
+    # means over every completion scored this step, every round included.
+    reported: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,7 +106,8 @@ def _score(parts: RunParts, state: RunState, indices: list[int]) -> ScoredBatch:
     total = torch.as_tensor(result.total, dtype=torch.float32)  # [N]
     scored = (result.scored if result.scored is not None
               else torch.ones_like(total, dtype=torch.bool))  # [N]
-    return ScoredBatch(indices, ro, total, comps, dict(result.errors), scored, t1 - t0, t2 - t1)
+    return ScoredBatch(indices, ro, total, comps, dict(result.errors), scored, t1 - t0, t2 - t1,
+                       reported=dict(result.extra))
 
 
 def _merge(parts: list[ScoredBatch], pad_id: int) -> ScoredBatch:
@@ -122,12 +126,23 @@ def _merge(parts: list[ScoredBatch], pad_id: int) -> ScoredBatch:
         sum(p.time_reward for p in parts))
 
 
+def _pooled(batches: list[ScoredBatch]) -> dict[str, float]:
+    """The rounds' reported metrics as means over all their completions."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for b in batches:
+        for k, v in b.reported.items():
+            sums[k] = sums.get(k, 0.0) + v * len(b.total)
+            counts[k] = counts.get(k, 0) + len(b.total)
+    return {k: sums[k] / counts[k] for k in sums}
+
+
 def _select_groups(b: ScoredBatch, groups: list[int], G: int) -> ScoredBatch:
     rows = [g * G + j for g in groups for j in range(G)]
     idx = torch.tensor(rows, dtype=torch.long)
     return ScoredBatch([b.indices[g] for g in groups], b.rollout.select(rows), b.total[idx],
                        {k: v[idx] for k, v in b.components.items()}, b.errors, b.scored[idx],
-                       b.time_generate, b.time_reward)
+                       b.time_generate, b.time_reward, reported=b.reported)
 
 
 def collect(parts: RunParts, state: RunState) -> ScoredBatch:
@@ -158,6 +173,7 @@ def collect(parts: RunParts, state: RunState) -> ScoredBatch:
     merged.time_reward = sum(p.time_reward for p in sampled)
     # Reward metrics describe the batch that is trained on; errors count every round once.
     merged.errors = {k: sum(p.errors.get(k, 0) for p in sampled) for k in first.errors}
+    merged.reported = _pooled(sampled)
     merged.frac_zero_std = first.frac_zero_std
     merged.dynamic = DynamicSampling(rounds, filled, sum(len(p.indices) for p in sampled))
     return merged

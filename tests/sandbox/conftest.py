@@ -1,0 +1,44 @@
+"""Fixtures of the sandbox tests: a sandbox with small limits, and the leftover check.
+
+Every test here runs hostile programs; `no_leftovers` (autouse) asserts after each one that no
+process of a sandbox uid is alive and that no sandbox temp dir is left in the host's /tmp.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+from grpo_cli.sandbox import Limits, Sandbox
+from grpo_cli.sandbox.slots import MAX_SLOTS, UID_BASE, processes_of
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="isolation 'uid' needs root")
+
+
+def sandbox_leftovers() -> list[int]:
+    return [pid for slot in range(8) for pid in processes_of(UID_BASE + slot)]
+
+
+def _tmp_entries() -> set[str]:
+    return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("grpo-sbx-")}
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers():
+    before = _tmp_entries()
+    yield
+    assert sandbox_leftovers() == []
+    assert _tmp_entries() - before == set()
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Sandbox:
+    """wall 3 s, CPU 1 s, 256 MB, 64 KB files, 8 processes."""
+    return Sandbox(Limits(wall_s=3.0, cpu_s=1.0, memory_mb=256, file_mb=1 / 16,
+                          processes=8, output_chars=500))
+
+
+assert MAX_SLOTS >= 8
