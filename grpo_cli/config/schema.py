@@ -20,7 +20,7 @@ line of the other command is refused (`command_of`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from omegaconf import MISSING
 
@@ -360,27 +360,23 @@ class ConfigError(UserError):
     """A user-facing configuration error: one line, exit code 2."""
 
 
-def schema_keys(schema: Any = GrpoConfig, prefix: str = "") -> List[str]:
+def _walk(schema: Any = GrpoConfig, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, dataclass field) of every key of the schema, in schema order."""
+    for f in fields(schema):
+        path = f"{prefix}{f.name}"
+        yield path, f
+        if isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
+            yield from _walk(f.default_factory, path + ".")
+
+
+def schema_keys() -> List[str]:
     """Every dotted key of the schema (used for 'did you mean' suggestions)."""
-    keys = []
-    for f in fields(schema):
-        path = f"{prefix}{f.name}"
-        keys.append(path)
-        if isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
-            keys.extend(schema_keys(f.default_factory, path + "."))
-    return keys
+    return [path for path, _ in _walk()]
 
 
-def resume_fixed_keys(schema: Any = GrpoConfig, prefix: str = "") -> List[str]:
+def resume_fixed_keys() -> List[str]:
     """The dotted keys marked `resume_fixed=True`, in schema order."""
-    keys = []
-    for f in fields(schema):
-        path = f"{prefix}{f.name}"
-        if f.metadata.get("resume_fixed"):
-            keys.append(path)
-        if isinstance(f.default_factory, type) and is_dataclass(f.default_factory):
-            keys.extend(resume_fixed_keys(f.default_factory, path + "."))
-    return keys
+    return [path for path, f in _walk() if f.metadata.get("resume_fixed")]
 
 
 def command_of(key: str) -> str:
