@@ -55,11 +55,19 @@ def test_nothing_in_the_package_turns_remote_code_on():
     assert hits == []
 
 
+# The one exec outside the sandbox: data/pyfunc.py runs its own reference solutions (templates
+# of this package formatted with its own integers) to compute the expected test values. Model
+# output runs only in the sandbox's child (sandbox/harness.py, in its own process and uid).
+ALLOWED_EXEC = {'data/pyfunc.py: exec(compile(solution, "<reference>", "exec"), ref)  '
+                '# our own code, not the model\'s'}
+
+
 def test_no_eval_or_exec_in_the_package():
-    """Model outputs go to reward parsers only: nothing in grpo_cli calls eval() or exec()."""
+    """Model outputs go to reward parsers or the sandbox only: nothing else in grpo_cli calls
+    eval() or exec()."""
     pattern = re.compile(r"(?<![\w.])(eval|exec)\s*\(|__import__\s*\(|os\.system\s*\(")
-    hits = [f"{p.relative_to(PACKAGE)}:{n}: {line.strip()}"
+    hits = {f"{p.relative_to(PACKAGE)}: {line.strip()}"
             for p in PACKAGE.rglob("*.py")
-            for n, line in enumerate(p.read_text().splitlines(), start=1)
-            if pattern.search(line)]
-    assert hits == []
+            for line in p.read_text().splitlines()
+            if pattern.search(line)}
+    assert hits == ALLOWED_EXEC
