@@ -10,6 +10,7 @@ from typing import Any, Callable, List, Optional
 from omegaconf import DictConfig
 
 from grpo_cli.config.schema import ConfigError, GrpoConfig, RewardComponent
+from grpo_cli.config.vllm_rules import VLLM_SHARED_RULES, VLLM_TRAIN_RULES
 
 
 def _check_field(path: str, value: Any, meta: dict) -> None:
@@ -94,10 +95,13 @@ def _rule_rloo(c: GrpoConfig) -> str | None:
 
 Rule = Callable[[GrpoConfig], Optional[str]]
 # The rules of every command (grpo eval builds the policy too), then training's own.
+# rollout.engine=vllm's rules come last: the one that looks for an installed vLLM runs after
+# every rule about the config itself.
 SHARED_RULES: List[Rule] = [_rule_clip, _rule_min_tokens, _rule_quant_lora, _rule_adapter_lora]
 CROSS_FIELD_RULES: List[Rule] = SHARED_RULES + [
     _rule_rewards, _rule_rloo, _rule_kl_target, _rule_lora_dropout,
-]
+] + VLLM_TRAIN_RULES + VLLM_SHARED_RULES
+SHARED_RULES = SHARED_RULES + VLLM_SHARED_RULES
 
 
 def validate(cfg: GrpoConfig, *, for_training: bool = True) -> None:

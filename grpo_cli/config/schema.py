@@ -24,29 +24,9 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from omegaconf import MISSING
 
+from grpo_cli.config.fields import bounded, choice, only, resume_fixed  # noqa: F401 (re-export)
+from grpo_cli.config.vllm_schema import VllmConfig
 from grpo_cli.errors import UserError
-
-
-def choice(default: Any, choices: list, help: str = "", only: str | None = None,
-           resume_fixed: bool = False) -> Any:
-    return field(default=default, metadata={"choices": choices, "help": help, "only": only,
-                                            "resume_fixed": resume_fixed})
-
-
-def bounded(default: Any, *, lo: float | None = None, hi: float | None = None,
-            gt: float | None = None, only: str | None = None, resume_fixed: bool = False) -> Any:
-    return field(default=default, metadata={"min": lo, "max": hi, "gt": gt, "only": only,
-                                            "resume_fixed": resume_fixed})
-
-
-def only(command: str, **kwargs: Any) -> Any:
-    """A field read by one command only ("train" or "eval"), or by "both" under such a one."""
-    return field(metadata={"only": command}, **kwargs)
-
-
-def resume_fixed(**kwargs: Any) -> Any:
-    """A field a resumed run must keep (see `resume_fixed_keys`)."""
-    return field(metadata={"resume_fixed": True}, **kwargs)
 
 
 @dataclass
@@ -233,6 +213,10 @@ class RolloutConfig:
     # Decode with LoRA merged into dense weights: on, off, or auto = when the merged copy fits
     # in free memory (README: "Merged decoding and the sampler correction"). Eval too.
     merge_adapters: str = choice("auto", ["auto", "on", "off"])
+    # Who samples (train and eval): hf = our decode loop; vllm = an in-process vllm.LLM on the
+    # base weights, given the current LoRA adapter each step (README: "Rollout engines").
+    engine: str = choice("hf", ["hf", "vllm"], only="both")
+    vllm: VllmConfig = only("both", default_factory=VllmConfig)
 
 
 @dataclass

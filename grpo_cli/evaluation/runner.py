@@ -124,11 +124,14 @@ def _meta(cfg: GrpoConfig, grader: Grader, source: str, **extra: Any) -> dict[st
 
 
 def _generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
-                       advance: Optional[Callable[[int], None]] = None) -> list[Problem]:
-    """Completions for every record, chunk by chunk (about eval.batch_size sequences each)."""
+                       advance: Optional[Callable[[int], None]] = None,
+                       engine: Any = None) -> list[Problem]:
+    """Completions for every record, chunk by chunk (about eval.batch_size sequences each),
+    by `engine` (None = the hf engine on `policy`)."""
     from grpo_cli.data import render_prompt
-    from grpo_cli.rollout.engine import generate
+    from grpo_cli.rollout.engine import HfEngine
 
+    engine = engine or HfEngine(policy, cfg.rollout.merge_adapters)
     sampling = eval_sampling(cfg.eval)
     n = sampling.num_samples
     per_chunk = max(1, cfg.eval.batch_size // n)
@@ -136,9 +139,8 @@ def _generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
     for start in range(0, len(records), per_chunk):
         chunk = records[start:start + per_chunk]
         prompts = [render_prompt(policy.tokenizer, r.prompt) for r in chunk]
-        rollout = generate(policy.model, policy.tokenizer, prompts, sampling,
-                           batch_size=cfg.eval.batch_size,
-                           merge_adapters=cfg.rollout.merge_adapters)
+        rollout = engine.generate(prompts, sampling, batch_size=cfg.eval.batch_size,
+                                  seed=cfg.trainer.seed + start)
         lengths = rollout.lengths.tolist()  # [len(chunk) * n]
         truncated = rollout.truncated.tolist()  # [len(chunk) * n]
         for i, record in enumerate(chunk):
@@ -159,13 +161,14 @@ def _meta_str(value: Any) -> Optional[str]:
 
 
 def _evaluate(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *, limit: Optional[int],
-              advance: Optional[Callable[[int], None]] = None) -> tuple[dict, list[dict]]:
+              advance: Optional[Callable[[int], None]] = None,
+              engine: Any = None) -> tuple[dict, list[dict]]:
     records = list(records)[:limit] if limit else list(records)
     if not records:
         raise UserError(f"data.name={cfg.data.name}: the {cfg.data.test_split} split is empty; "
                         "nothing to evaluate")
     grader = make_grader(cfg)
-    problems = _generate_problems(policy, records, cfg, advance)
+    problems = _generate_problems(policy, records, cfg, advance, engine)
     if code_eval.is_code_task(cfg):
         return code_eval.grade_and_summarize(problems, cfg)
     rows = grade_problems(problems, grader)
@@ -173,15 +176,16 @@ def _evaluate(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *, limit: Op
 
 
 def evaluate_policy(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *,
-                    limit: Optional[int] = None) -> dict:
+                    limit: Optional[int] = None, engine: Any = None) -> dict:
     """Generate for the first `limit` records (all when None), grade, and return the report.
 
     Used by `run_eval` and by the training loop's held-out eval: no files, no console, and
     the model's train/eval mode is restored by the sampler. The dict holds the metrics only
     (every key of the module docstring of report.py but the run metadata, which `run_eval`
-    adds), so that a tracker can log all of its numbers.
+    adds), so that a tracker can log all of its numbers. `engine`: the run's rollout engine
+    (None = the hf engine).
     """
-    report, _ = _evaluate(policy, records, cfg, limit=limit)
+    report, _ = _evaluate(policy, records, cfg, limit=limit, engine=engine)
     return report
 
 
@@ -239,6 +243,7 @@ def run_eval(cfg: GrpoConfig) -> dict:
         report, rows = _grade_file(cfg)
     else:
         from grpo_cli.policy.model import build_policy
+        from grpo_cli.trainer.settings import rollout_engine
         from grpo_cli.trainer.threads import set_cpu_threads
 
         set_cpu_threads(cfg.trainer.cpu_threads, cfg.model.device)
@@ -246,8 +251,13 @@ def run_eval(cfg: GrpoConfig) -> dict:
         records, dropped = _test_records(cfg, policy.tokenizer)
         total = min(len(records), cfg.eval.limit or len(records))
         progress, advance = _progress(cfg, total)
-        with progress:
-            report, rows = _evaluate(policy, records, cfg, limit=cfg.eval.limit, advance=advance)
+        engine = rollout_engine(cfg, policy)
+        try:
+            with progress:
+                report, rows = _evaluate(policy, records, cfg, limit=cfg.eval.limit,
+                                         advance=advance, engine=engine)
+        finally:
+            engine.close()
         report.update(_meta(cfg, make_grader(cfg), "generated", dropped=dropped))
     report["out"] = str(out)
     write_report(out, report, rows)

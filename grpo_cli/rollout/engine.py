@@ -12,9 +12,11 @@ whether LoRA is merged for decoding. Callers build the settings from their own c
 neither torch nor transformers, so a caller can describe a generation without loading them.
 
 `generate` samples `num_samples` completions per prompt, batched across prompts with left
-padding, with our decode loop (`hf.py`, the one engine today). Another engine lands as a
-sibling module of `hf.py`, takes the same settings and returns the same `Rollout`: rewards,
-advantages and the loss never know which engine ran.
+padding, with our decode loop (`hf.py`). The trainer and the evaluator hold an engine object
+(rollout.engine): `HfEngine` here wraps `generate` with the policy, and `vllm.VllmEngine`
+samples with vLLM. Both answer `engine.generate(prompts, sampling, *, batch_size, on_batch,
+seed) -> Rollout` with the same settings and the same `Rollout`: rewards, advantages and the
+loss never know which engine ran.
 
 A `Rollout` holds everything later stages need, as tensors on the policy's device:
 
@@ -37,7 +39,8 @@ from grpo_cli.policy.tokenizer import stop_token_ids
 from grpo_cli.rollout.hf import sample_tokens
 from grpo_cli.rollout.settings import SamplingSettings
 
-__all__ = ["Rollout", "SamplingSettings", "concat_rollouts", "eos_token_ids", "generate"]
+__all__ = ["HfEngine", "Rollout", "SamplingSettings", "concat_rollouts", "eos_token_ids",
+           "generate"]
 
 
 @dataclass
@@ -127,6 +130,26 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], sampling: SamplingS
         if was_training:
             model.train()
     return concat_rollouts(pieces, pad_id)
+
+
+@dataclass
+class HfEngine:
+    """The `hf` engine as an object: `generate` with the policy's model and tokenizer."""
+
+    policy: Any  # policy.model.Policy
+    merge_adapters: str = "off"  # rollout.merge_adapters
+
+    def generate(self, prompts: list[str], sampling: SamplingSettings, *,
+                 batch_size: Optional[int] = None,
+                 on_batch: Optional[Callable[[int], None]] = None,
+                 seed: Optional[int] = None) -> Rollout:
+        """`seed` is unused: this engine draws from torch's global RNG (seeded per run)."""
+        return generate(self.policy.model, self.policy.tokenizer, prompts, sampling,
+                        batch_size=batch_size, on_batch=on_batch,
+                        merge_adapters=self.merge_adapters)
+
+    def close(self) -> None:
+        pass
 
 
 def _rollout_of_batch(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,

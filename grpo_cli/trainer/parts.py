@@ -32,6 +32,7 @@ class RunParts:
     prompts: list[str]  # the chat-templated text of each record
     sampler: Any  # trainer.sampler.PromptSampler
     tracker: Any  # tracking.Tracker
+    engine: Any  # the rollout engine (rollout.engine): .generate(prompts, sampling, ...)
     hooks: Hooks = NO_HOOKS
 
 

@@ -6,8 +6,10 @@ builds those values here, in one place, from the groups that hold them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from grpo_cli.algo.loss import LossSettings
-from grpo_cli.config.schema import AlgoConfig, RolloutConfig
+from grpo_cli.config.schema import AlgoConfig, GrpoConfig, RolloutConfig
 from grpo_cli.rollout.settings import SamplingSettings
 
 
@@ -26,3 +28,32 @@ def loss_settings(algo: AlgoConfig, max_completion_length: int, beta: float) -> 
     return LossSettings(epsilon_low=algo.epsilon_low, epsilon_high=algo.epsilon_high,
                         beta=beta, loss_agg=algo.loss_agg,
                         max_completion_length=max_completion_length, is_cap=algo.is_cap)
+
+
+def rollout_engine(cfg: GrpoConfig, policy: Any) -> Any:
+    """The engine `rollout.engine` names, built once on `policy` (train and eval alike)."""
+    if cfg.rollout.engine == "hf":
+        from grpo_cli.rollout.engine import HfEngine
+
+        return HfEngine(policy, cfg.rollout.merge_adapters)
+    from grpo_cli.config.vllm_rules import max_lora_rank
+    from grpo_cli.policy.demo_model import resolve_model_path
+    from grpo_cli.rollout.vllm import VllmEngine, VllmOptions
+
+    v, m = cfg.rollout.vllm, cfg.model
+    opts = VllmOptions(
+        model_path=resolve_model_path(m.name_or_path, m.gguf_file),
+        max_lora_rank=max_lora_rank(m.lora.r) if policy.lora_enabled else None,
+        quantization=m.quantization, gpu_memory_utilization=v.gpu_memory_utilization,
+        cpu_kv_cache_gib=v.cpu_kv_cache_gib, enable_prefix_caching=v.enable_prefix_caching,
+        sleep=v.sleep, max_model_len=v.max_model_len, log=v.log,
+        trust_remote_code=m.trust_remote_code, revision=m.revision)
+    return VllmEngine(policy, opts, seed=cfg.trainer.seed)
+
+
+def rollout_seed(seed: int, step: int, indices: list[int]) -> int:
+    """A step's sampling seed for engines that seed each request (vllm): the run's seed, the
+    step and its prompts, so a repeated or resumed run samples the same completions."""
+    import zlib
+
+    return zlib.crc32(repr((seed, step, list(indices))).encode()) % 2**31

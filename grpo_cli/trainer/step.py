@@ -32,10 +32,10 @@ import torch
 from grpo_cli.algo.advantages import compute_advantages, zero_std_mask
 from grpo_cli.algo.logprobs import completion_logprobs
 from grpo_cli.algo.loss import combine_metrics, grpo_loss
-from grpo_cli.rollout.engine import Rollout, concat_rollouts, generate
+from grpo_cli.rollout.engine import Rollout, concat_rollouts
 from grpo_cli.trainer.memory import halve_micro_batch, halve_rollout_batch, retry_on_oom
 from grpo_cli.trainer.parts import RunParts, RunState
-from grpo_cli.trainer.settings import loss_settings, sampling_settings
+from grpo_cli.trainer.settings import loss_settings, rollout_seed, sampling_settings
 
 
 @dataclass
@@ -81,16 +81,15 @@ class StepStats:
 
 def _score(parts: RunParts, state: RunState, indices: list[int]) -> ScoredBatch:
     cfg, G = parts.cfg, parts.cfg.algo.num_generations
-    tok = parts.policy.tokenizer
     t0 = time.perf_counter()
 
     def sample() -> Rollout:
         with parts.tracker.rollout_progress(len(indices) * G) as bar:
             parts.hooks.before_rollout(state.step)
-            return generate(parts.policy.model, tok, [parts.prompts[i] for i in indices],
-                            sampling_settings(cfg.rollout, G),
-                            batch_size=state.rollout_batch_size, on_batch=bar.update,
-                            merge_adapters=cfg.rollout.merge_adapters)
+            return parts.engine.generate(
+                [parts.prompts[i] for i in indices], sampling_settings(cfg.rollout, G),
+                batch_size=state.rollout_batch_size, on_batch=bar.update,
+                seed=rollout_seed(cfg.trainer.seed, state.step, indices))
 
     ro = retry_on_oom(parts, state, "rollout", sample, halve_rollout_batch)
     t1 = time.perf_counter()

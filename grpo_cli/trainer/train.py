@@ -60,6 +60,7 @@ from grpo_cli.trainer.parts import RunParts, RunState
 from grpo_cli.trainer.reporting import reward_template_problems, sample_rows
 from grpo_cli.trainer.run_dir import check_run_dir, resume_command
 from grpo_cli.trainer.sampler import PromptSampler
+from grpo_cli.trainer.settings import rollout_engine
 from grpo_cli.trainer.step import collect, update
 from grpo_cli.trainer.threads import set_cpu_threads
 
@@ -109,6 +110,7 @@ def run(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str] | None = None,
                         "and resume with trainer.resume=auto") from None
     finally:
         tracker.close(plot=cfg.logger.plot_at_end and exit_code == 0)
+        parts.engine.close()
     return exit_code
 
 
@@ -144,6 +146,7 @@ def build(cfg: GrpoConfig, dcfg: DictConfig, run_dir: Path,
         params = [p for p in policy.model.parameters() if p.requires_grad]
         optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.trainer.max_steps,
                                                policy.device)
+        engine = rollout_engine(cfg, policy)  # vllm: its own copy of the base, built once
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(dcfg))
     kl_ctl = (AdaptiveKLController(cfg.algo.beta, cfg.algo.kl_target, cfg.algo.kl_horizon)
               if cfg.algo.kl_target is not None else FixedKLController(cfg.algo.beta))
@@ -162,7 +165,7 @@ def build(cfg: GrpoConfig, dcfg: DictConfig, run_dir: Path,
     for problem in reward_template_problems(cfg):
         tracker.warn(problem)
     parts = RunParts(cfg, policy, optimizer, scheduler, params, kl_ctl, rewards, data.train,
-                     prompts, sampler, tracker, hooks)
+                     prompts, sampler, tracker, engine, hooks)
     return parts, state, Checkpointer(parts, run_dir, dcfg), data.test
 
 
@@ -191,7 +194,8 @@ def held_out_eval(parts: RunParts, state: RunState, checkpointer: Checkpointer,
     as checkpoints/best."""
     from grpo_cli.evaluation import evaluate_policy
 
-    report = evaluate_policy(parts.policy, test_records, parts.cfg, limit=parts.cfg.eval.limit)
+    report = evaluate_policy(parts.policy, test_records, parts.cfg, limit=parts.cfg.eval.limit,
+                             engine=parts.engine)
     flat = parts.tracker.log_eval(state.step, report)
     checkpointer.keep_if_best(state, float(report["accuracy"]))
     return flat

@@ -185,6 +185,8 @@ def test_keys_both_commands_read_are_accepted_by_both():
     assert (cfg.eval.limit, cfg.eval.num_samples) == (7, 2)
 
 
-def test_rollout_engine_is_gone():
-    with pytest.raises(ConfigError, match="unknown config key 'rollout.engine'"):
-        compose_config("train", ["rollout.engine=hf"])
+def test_rollout_engine_is_hf_or_vllm():
+    # issue 17 brought rollout.engine back (it was removed when hf was the only engine)
+    assert compose_config("train", ["rollout.engine=hf"])[1].rollout.engine == "hf"
+    with pytest.raises(ConfigError, match="choose one of: hf, vllm"):
+        compose_config("train", ["rollout.engine=tgi"])

@@ -68,13 +68,14 @@ ARCHS: Dict[str, tuple[str, bool]] = {"llama": ("LlamaConfig", False),
                                       "qwen2": ("Qwen2Config", True)}
 
 
-def _config(arch: str, vocab_size: int, eos_id: int, pad_id: int | None, init_std: float):
+def _config(arch: str, vocab_size: int, eos_id: int, pad_id: int | None, init_std: float,
+            heads: int = 4, kv_heads: int = 2):
     import transformers
 
     class_name, tied = ARCHS[arch]
     return getattr(transformers, class_name)(
         vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=2048,
         tie_word_embeddings=tied, eos_token_id=eos_id, bos_token_id=None, pad_token_id=pad_id,
         initializer_range=init_std,
     )
@@ -82,7 +83,7 @@ def _config(arch: str, vocab_size: int, eos_id: int, pad_id: int | None, init_st
 
 def make_tiny_model(path: str | Path, arch: str = "llama", seed: int = 0, *,
                     with_pad: bool = True, with_chat_template: bool = True,
-                    init_std: float = 0.02) -> Path:
+                    init_std: float = 0.02, heads: int = 4, kv_heads: int = 2) -> Path:
     """Write a tiny random `arch` model + tokenizer to `path` and return it.
 
     `with_pad=False` leaves the tokenizer without a pad token (and without a `<pad>` entry in
@@ -90,6 +91,7 @@ def make_tiny_model(path: str | Path, arch: str = "llama", seed: int = 0, *,
     Weights are random (normal, std `init_std`, seeded), so generations are gibberish but
     deterministic. A larger `init_std` (e.g. 0.1) gives the lm-head enough range for a toy
     reward to move the output distribution (at 0.02 every logit stays within about +-1.3).
+    `heads=2, kv_heads=1` gives head_dim 32, the smallest vLLM's CPU attention takes.
     """
     from transformers import AutoModelForCausalLM, GenerationConfig
 
@@ -100,7 +102,7 @@ def make_tiny_model(path: str | Path, arch: str = "llama", seed: int = 0, *,
     if with_chat_template:
         tok.chat_template = CHATML_TEMPLATE
     eos_id = tok.convert_tokens_to_ids("<|im_end|>")
-    config = _config(arch, len(tok), eos_id, tok.pad_token_id, init_std)
+    config = _config(arch, len(tok), eos_id, tok.pad_token_id, init_std, heads, kv_heads)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=tok.pad_token_id)

@@ -13,7 +13,7 @@ from lora_policy import perturb_lora_b
 from grpo_cli.algo.loss import FixedKLController
 from grpo_cli.config.compose import compose_config
 from grpo_cli.policy.model import build_policy, save_policy
-from grpo_cli.rollout.engine import SamplingSettings, concat_rollouts, generate
+from grpo_cli.rollout.engine import HfEngine, SamplingSettings, concat_rollouts, generate
 from grpo_cli.trainer.metrics import update_metrics
 from grpo_cli.trainer.optim import build_optimizer
 from grpo_cli.trainer.parts import RunParts, RunState
@@ -53,7 +53,7 @@ def make_run(path, *overrides: str, adapter_path=None) -> Run:
                                            policy.device)
     return Run(RunParts(cfg, policy, optimizer, scheduler, params,
                         FixedKLController(cfg.algo.beta), rewards=None, records=[], prompts=[],
-                        sampler=None, tracker=_Tracker()))
+                        sampler=None, tracker=_Tracker(), engine=HfEngine(policy)))
 
 
 def train_on_batch(run: Run, batch: ScoredBatch) -> tuple[dict, torch.Tensor, bool]:
