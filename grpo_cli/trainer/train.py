@@ -2,7 +2,7 @@
 
     run(cfg, dcfg, overrides, notes, hooks)
       build    -> RunParts (built once), RunState (what changes), Checkpointer
-        rewards <- rewards.build_reward_stack(cfg.reward)   named, weighted reward functions
+        rewards <- rewards.build_reward_stack(cfg.reward, ...) named, weighted reward functions
         data    <- data.read_examples(cfg.data)             read and checked before the model
         policy  <- policy.build_policy(cfg.model)           4-bit base + LoRA, tokenizer, ref
         prompts <- data.build_prompts(examples, tokenizer)  the length filter needs the tokenizer

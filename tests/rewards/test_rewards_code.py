@@ -96,12 +96,12 @@ def test_reward_is_the_share_of_tests_passed():
 def test_code_reward_in_the_stack_logs_its_metrics():
     cfg = RewardConfig(components={"code": RewardComponent(
         fn="code_tests", kwargs={"workers": 2, "sandbox": {"wall_s": 3}}, timeout_s=20)})
-    stack = build_reward_stack(cfg)
+    stack = build_reward_stack(cfg, answer_format="fenced")
     spec = CodeSpec(steps_from_asserts(["assert f(1) == 2", "assert f(2) == 3"], [], "t"))
     result = stack(["p", "p"], ["```python\ndef f(x):\n    return x + 1\n```", "no code"],
-                   [spec.to_json()] * 2, answer_format="fenced")
+                   [spec.to_json()] * 2)
     assert result.total.tolist() == [1.0, 0.0]
-    m = result.metrics()
+    m = result.extra  # what the trainer logs as rewards/code/<key> (ScoredBatch.reported)
     assert m["rewards/code/pass_rate"] == 0.5 and m["rewards/code/compile_error"] == 0.5
     assert {"rewards/code/timeout", "rewards/code/crashed", "rewards/code/sandbox_s",
             "rewards/code/tests_passed"} <= set(m)
@@ -117,4 +117,4 @@ def test_code_reward_in_the_stack_logs_its_metrics():
 def test_bad_code_reward_config_is_one_line(kwargs, match):
     cfg = RewardConfig(components={"code": RewardComponent(fn="code_tests", kwargs=kwargs)})
     with pytest.raises(UserError, match=match):
-        build_reward_stack(cfg)
+        build_reward_stack(cfg, answer_format="fenced")
