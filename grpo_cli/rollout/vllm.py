@@ -105,6 +105,7 @@ class VllmEngine:
         self.policy, self.opts, self.seed = policy, opts, seed
         self.on_cuda = policy.device.type == "cuda"
         _quiet_env(opts.log, not self.on_cuda)
+        self.eos = eos_token_ids(policy.model, policy.tokenizer)  # grpo's stop set, fixed
         self.llm = self._build_llm()
         self.sleeping = False
         self._folder = _shm_root()
@@ -198,9 +199,8 @@ class VllmEngine:
     def sampling_params(self, sampling: SamplingSettings, seed: Optional[int]) -> Any:
         from vllm import SamplingParams
 
-        eos = eos_token_ids(self.policy.model, self.policy.tokenizer)
         common = dict(n=sampling.num_samples, max_tokens=sampling.max_new_tokens,
-                      min_tokens=sampling.min_new_tokens, stop_token_ids=eos, seed=seed,
+                      min_tokens=sampling.min_new_tokens, stop_token_ids=self.eos, seed=seed,
                       detokenize=False, skip_special_tokens=False)
         if sampling.greedy:
             return SamplingParams(temperature=0.0, **common)
@@ -229,11 +229,10 @@ class VllmEngine:
         finally:
             self._maybe_sleep()
         rows = [c for out in outs for c in sorted(out.outputs, key=lambda c: c.index)]
-        eos = eos_token_ids(self.policy.model, tok)
         completion, logp = _pack(rows, tok.pad_token_id, keep_logp=not sampling.greedy)
         rollout = _rollout_of_batch(
             ids.repeat_interleave(S, dim=0).to(device), mask.repeat_interleave(S, dim=0).to(device),
-            completion.to(device), None if logp is None else logp.to(device), eos,
+            completion.to(device), None if logp is None else logp.to(device), self.eos,
             tok.pad_token_id, tok)
         if on_batch is not None:
             on_batch(len(rows))

@@ -232,6 +232,8 @@ def _accumulate(parts: RunParts, state: RunState, ro: Rollout, rows_mini: torch.
     mbs = min(state.micro_batch_size, len(rows_mini))
     num_micro = math.ceil(len(rows_mini) / mbs)
     tokens = int(loss_mask[rows_mini].sum())
+    settings = loss_settings(algo, cfg.rollout.max_new_tokens,
+                             beta if ref_all is not None else 0.0)
     out = MiniBatch(0.0, [], 0.0)
     for micro, s in enumerate(range(0, len(rows_mini), mbs)):
         rows = rows_mini[s:s + mbs]
@@ -242,10 +244,9 @@ def _accumulate(parts: RunParts, state: RunState, ro: Rollout, rows_mini: torch.
         if ro.sampler_logp is not None:  # NaN rows: drawn by the trainer's own weights
             sampler = ro.sampler_logp[rows]
             sampler = torch.where(torch.isnan(sampler), old, sampler)  # [m, L]
-        loss, sums = grpo_loss(
-            logp, old, ref, adv[rows], loss_mask[rows],
-            loss_settings(algo, cfg.rollout.max_new_tokens, beta if ref is not None else 0.0),
-            num_seqs=len(rows_mini), num_tokens=tokens, sampler_logp=sampler)
+        loss, sums = grpo_loss(logp, old, ref, adv[rows], loss_mask[rows], settings,
+                               num_seqs=len(rows_mini), num_tokens=tokens,
+                               sampler_logp=sampler)
         loss = parts.hooks.on_loss(loss, state.step)
         parts.hooks.before_backward(state.step, micro, num_micro)
         loss.backward()
