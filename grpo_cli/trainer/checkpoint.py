@@ -250,6 +250,11 @@ class Checkpointer:
         load_policy_weights(policy.model, path / "policy")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        # The optimizer state holds the rate the saved schedule set for the next step; a resume
+        # that changed trainer.max_steps (or the schedule) gets its new schedule's rate.
+        for group, base, rate in zip(optimizer.param_groups, scheduler.base_lrs,
+                                     scheduler.lr_lambdas):
+            group["lr"] = base * rate(scheduler.last_epoch)
         kl_ctl.load_state_dict(state["kl_ctl"])
         sampler.position = state["data_position"]
         step, best = state["step"], state.get("best")
@@ -283,6 +288,8 @@ class Checkpointer:
         from grpo_cli.policy.model import save_policy
 
         p = self.parts
+        if not p.dist.main:  # rank 0 writes; every rank holds the same weights and state
+            return None
         try:
             path = save_checkpoint(self.root, name,
                                    save_policy_fn=lambda d: save_policy(p.policy, d),
