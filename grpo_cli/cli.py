@@ -220,7 +220,12 @@ def main(argv: list[str] | None = None, hooks=None) -> int:
     try:
         return cmd_train(argv[1:], hooks) if command is cmd_train else command(argv[1:])
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from grpo_cli.trainer.dist import PeerFailed, env_rank, launched_world_size
+
+        if isinstance(exc, PeerFailed):  # a torchrun rank > 0: rank 0 printed the error
+            return 2
+        rank = f"rank {env_rank()}: " if launched_world_size() > 1 and env_rank() else ""
+        print(f"error: {rank}{exc}", file=sys.stderr)
         return 2
 
 

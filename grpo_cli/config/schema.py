@@ -294,6 +294,10 @@ class TrainerConfig:
     # torch threads on CPU. null = auto: the cores not already busy (cores minus the load
     # average, at least 1), or OMP_NUM_THREADS when set; shown at start (see threads.py).
     cpu_threads: Optional[int] = bounded(None, lo=1, only="both")
+    # Under torchrun: seconds a rank waits in a collective (gradient sum, checkpoint, eval)
+    # for the others before it stops with an error; a checkpoint save or a held-out eval on
+    # a big model must fit in it.
+    dist_timeout_s: float = bounded(1800.0, gt=0)
 
 
 @dataclass

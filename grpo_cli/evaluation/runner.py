@@ -22,8 +22,10 @@ Grading and the report format are in report.py; pass@k / maj@k in metrics.py.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
+import logging
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -162,13 +164,20 @@ def _meta_str(value: Any) -> Optional[str]:
 
 def _evaluate(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *, limit: Optional[int],
               advance: Optional[Callable[[int], None]] = None,
-              engine: Any = None) -> tuple[dict, list[dict]]:
+              engine: Any = None, dist: Any = None) -> tuple[Optional[dict], list[dict]]:
     records = list(records)[:limit] if limit else list(records)
     if not records:
         raise UserError(f"data.name={cfg.data.name}: the {cfg.data.test_split} split is empty; "
                         "nothing to evaluate")
     grader = make_grader(cfg)
-    problems = _generate_problems(policy, records, cfg, advance, engine)
+    if dist is None or not dist.active:
+        problems = _generate_problems(policy, records, cfg, advance, engine)
+    else:  # rank r generates records r, r + W, ...; rank 0 grades them all, in order
+        shares = dist.gather(_generate_problems(policy, records[dist.rank::dist.world], cfg,
+                                                advance, engine))
+        if not dist.main:
+            return None, []
+        problems = [shares[i % dist.world][i // dist.world] for i in range(len(records))]
     if code_eval.is_code_task(cfg):
         return code_eval.grade_and_summarize(problems, cfg)
     rows = grade_problems(problems, grader)
@@ -176,16 +185,18 @@ def _evaluate(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *, limit: Op
 
 
 def evaluate_policy(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *,
-                    limit: Optional[int] = None, engine: Any = None) -> dict:
+                    limit: Optional[int] = None, engine: Any = None,
+                    dist: Any = None) -> Optional[dict]:
     """Generate for the first `limit` records (all when None), grade, and return the report.
 
     Used by `run_eval` and by the training loop's held-out eval: no files, no console, and
     the model's train/eval mode is restored by the sampler. The dict holds the metrics only
     (every key of the module docstring of report.py but the run metadata, which `run_eval`
     adds), so that a tracker can log all of its numbers. `engine`: the run's rollout engine
-    (None = the hf engine).
+    (None = the hf engine). `dist` (trainer/dist.py, under torchrun): the problems are split
+    across the ranks and rank 0 gets the whole report; the other ranks get None.
     """
-    report, _ = _evaluate(policy, records, cfg, limit=limit, engine=engine)
+    report, _ = _evaluate(policy, records, cfg, limit=limit, engine=engine, dist=dist)
     return report
 
 
@@ -236,35 +247,62 @@ def _progress(cfg: GrpoConfig, total: int):
 
 
 def run_eval(cfg: GrpoConfig) -> dict:
-    """`grpo eval`: build the report, print it as a table, write report.json + samples.jsonl."""
-    out = default_out_dir(cfg)  # cfg is validated: data.name is a known dataset (schema.py)
-    check_out_dir(out, cfg.eval.overwrite)
-    if cfg.eval.completions:
-        report, rows = _grade_file(cfg)
-    else:
-        from grpo_cli.policy.model import build_policy
-        from grpo_cli.trainer.settings import rollout_engine
-        from grpo_cli.trainer.threads import set_cpu_threads
+    """`grpo eval`: build the report, print it as a table, write report.json + samples.jsonl.
 
-        set_cpu_threads(cfg.trainer.cpu_threads, cfg.model.device)
-        policy = build_policy(cfg.model, need_reference=False)
-        records, dropped = _test_records(cfg, policy.tokenizer)
-        total = min(len(records), cfg.eval.limit or len(records))
-        progress, advance = _progress(cfg, total)
-        engine = rollout_engine(cfg, policy)
-        try:
-            with progress:
-                report, rows = _evaluate(policy, records, cfg, limit=cfg.eval.limit,
-                                         advance=advance, engine=engine)
-        finally:
-            engine.close()
-        report.update(_meta(cfg, make_grader(cfg), "generated", dropped=dropped))
+    Under torchrun the problems are split across the ranks (rank r generates problems r,
+    r + W, ...) and rank 0 grades them all and writes the one report: the same numbers as
+    one process for greedy decoding."""
+    from grpo_cli.trainer.dist import SINGLE, start_distributed
+
+    out = default_out_dir(cfg)  # cfg is validated: data.name is a known dataset (schema.py)
+    dist = SINGLE if cfg.eval.completions else start_distributed(cfg.model.device,
+                                                                 cfg.trainer.dist_timeout_s)
+    if not dist.main:  # rank 0 alone speaks and writes
+        logging.getLogger("grpo").setLevel(logging.WARNING)
+    try:
+        dist.together(lambda: check_out_dir(out, cfg.eval.overwrite) if dist.main else None)
+        if cfg.eval.completions:
+            report, rows = _grade_file(cfg)
+        else:
+            report, rows = _generate_and_grade(cfg, dist)
+            if report is None:  # ranks > 0: rank 0 writes the report
+                return {}
+    finally:
+        dist.close()
     report["out"] = str(out)
     write_report(out, report, rows)
     if cfg.logger.console != "quiet":
         print_report(report)
         print(f"wrote {out / 'report.json'} and {out / 'samples.jsonl'}")
     return report
+
+
+def _generate_and_grade(cfg: GrpoConfig, dist: Any) -> tuple[Optional[dict], list[dict]]:
+    from grpo_cli.trainer.threads import set_cpu_threads
+
+    set_cpu_threads(cfg.trainer.cpu_threads, cfg.model.device)
+    policy, records, dropped, engine = dist.together(lambda: _load_for_eval(cfg))
+    share = min(len(records), cfg.eval.limit or len(records))
+    progress, advance = _progress(cfg, -(-share // dist.world)) if dist.main else (
+        contextlib.nullcontext(), None)
+    try:
+        with progress:
+            report, rows = _evaluate(policy, records, cfg, limit=cfg.eval.limit,
+                                     advance=advance, engine=engine, dist=dist)
+    finally:
+        engine.close()
+    if report is not None:
+        report.update(_meta(cfg, make_grader(cfg), "generated", dropped=dropped))
+    return report, rows
+
+
+def _load_for_eval(cfg: GrpoConfig) -> tuple[Any, list, dict[str, int], Any]:
+    from grpo_cli.policy.model import build_policy
+    from grpo_cli.trainer.settings import rollout_engine
+
+    policy = build_policy(cfg.model, need_reference=False)
+    records, dropped = _test_records(cfg, policy.tokenizer)
+    return policy, records, dropped, rollout_engine(cfg, policy)
 
 
 __all__ = ["run_eval", "evaluate_policy", "load_checkpoint_config", "default_out_dir",

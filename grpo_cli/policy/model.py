@@ -62,11 +62,14 @@ DTYPES: Dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16,
 # ----------------------------------------------------------------------------- resolution
 
 def resolve_device(name: str) -> torch.device:
-    """auto = CUDA when present, else CPU; asking for CUDA without one is a user error."""
+    """auto = CUDA when present, else CPU; asking for CUDA without one is a user error. CUDA
+    is the current device: cuda:LOCAL_RANK under torchrun (trainer/dist.py sets it)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("model.device=cuda but no CUDA device is available; use auto or cpu")
+    if name == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
 
 

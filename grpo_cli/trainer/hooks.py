@@ -8,6 +8,8 @@ nothing.
                                                  (0-based) of `num_micro` in one optimizer step
     in_checkpoint(step)                          inside a checkpoint save: every file written,
                                                  the folder not yet renamed into place
+    after_step(step, params)                     a step's update done: `params` are the
+                                                 trainable parameters as they now are
 
 `train.run(..., hooks=...)` and `cli.main(..., hooks=...)` take an implementation; the
 reliability tests pass one that injects faults (tests/support/fault_hooks.py), so that they
@@ -32,6 +34,9 @@ class Hooks:
         pass
 
     def in_checkpoint(self, step: int) -> None:
+        pass
+
+    def after_step(self, step: int, params: list[torch.nn.Parameter]) -> None:
         pass
 
 

@@ -7,7 +7,9 @@
       frac_zero_std, dynamic_sampling/{rounds,filled,prompts_sampled} (with dynamic sampling)
       reward_metrics(...)                    rewards/<component>/{mean,std,errors}
       reward/mean, reward/std, completion_len/mean, completion_len/clipped_frac, repetition,
-      time/generate_s, time/reward_s, time/rollout_s, time/step_s, tokens_per_s, mem/peak_gb,
+      time/generate_s, time/reward_s, time/rollout_s, time/step_s, time/sync_s (torchrun:
+      rank 0's seconds in collectives, the waits for slower ranks included), tokens_per_s,
+      mem/peak_gb (the largest of the ranks'),
       health/oom_retries, rewards/unscored, accuracy (with a correctness reward),
       health/skipped_steps
     eval/<report key>                        added by the loop on eval steps: the held-out
@@ -84,9 +86,10 @@ def repetition_rate(ids: torch.Tensor, mask: torch.Tensor, n: int = 4) -> float:
 
 def step_metrics(batch: ScoredBatch, stats: StepStats, state: RunState, *,
                  correctness_name: Optional[str], step_s: float,
-                 peak_gb: float) -> dict[str, float]:
+                 peak_gb: float, sync_s: Optional[float] = None) -> dict[str, float]:
     """The logged row of one step (see the module docstring); `step_s` is the step's wall
-    time, `peak_gb` its peak memory."""
+    time, `peak_gb` its peak memory, `sync_s` (under torchrun) rank 0's seconds in
+    collectives."""
     ro, total = batch.rollout, batch.total
     lengths = ro.lengths.float()
     out = update_metrics(stats)
@@ -105,6 +108,7 @@ def step_metrics(batch: ScoredBatch, stats: StepStats, state: RunState, *,
         "repetition": repetition_rate(ro.completion_ids, ro.completion_mask),
         "time/generate_s": batch.time_generate, "time/reward_s": batch.time_reward,
         "time/rollout_s": batch.time_generate + batch.time_reward, "time/step_s": step_s,
+        **({"time/sync_s": sync_s} if sync_s is not None else {}),
         "tokens_per_s": float(lengths.sum()) / max(batch.time_generate, 1e-9),
         "mem/peak_gb": peak_gb, "health/oom_retries": state.oom_retries,
         # Completions no reward could score: advantage 0, left out of their group's stats.

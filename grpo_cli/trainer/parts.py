@@ -15,6 +15,7 @@ from typing import Any, Optional
 import torch
 
 from grpo_cli.config.schema import GrpoConfig
+from grpo_cli.trainer.dist import SINGLE, Dist
 from grpo_cli.trainer.hooks import NO_HOOKS, Hooks
 
 
@@ -34,6 +35,8 @@ class RunParts:
     tracker: Any  # tracking.Tracker
     engine: Any  # the rollout engine (rollout.engine): .generate(prompts, sampling, ...)
     hooks: Hooks = NO_HOOKS
+    dist: Dist = SINGLE  # the data-parallel ranks (trainer/dist.py); SINGLE: one process
+    test_records: list = field(default_factory=list)  # the held-out split (trainer.eval_every)
 
 
 @dataclass

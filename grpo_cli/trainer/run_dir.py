@@ -8,11 +8,16 @@ prints the exact command that resumes it.
 
 The program in the hint is the one that is running: `grpo` when that name on PATH is this
 very script, else the script's absolute path, else `<python> -m grpo_cli.cli` (a run started
-with `python -m grpo_cli.cli`, or a `grpo` that is not on PATH).
+with `python -m grpo_cli.cli`, or a `grpo` that is not on PATH); under torchrun,
+`torchrun --nproc_per_node=N -m grpo_cli` with the process counts it ran with.
+
+A restart by `torchrun --max-restarts` (TORCHELASTIC_RESTART_COUNT > 0) with
+trainer.resume=auto before the first checkpoint starts the run again in its own folder.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -36,12 +41,29 @@ def check_run_dir(run_dir: Path, resume: str | None, has_checkpoint: bool) -> No
     if resume is None:
         raise UserError(f"trainer.output_dir={run_dir} already holds a run ({shown}); continue "
                         f"it with trainer.resume=auto, or {new_name}")
-    if resume == "auto" and not has_checkpoint:
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+    if resume == "auto" and not has_checkpoint and not restarted:
         raise UserError(f"trainer.resume=auto: {run_dir} holds files ({shown}) but no "
                         f"checkpoint to resume from; {new_name}")
 
 
+def _launcher() -> list[str] | None:
+    """`torchrun ... -m grpo_cli` for a run torchrun started (None for a plain one): the
+    process counts from its environment; other nodes' rendezvous options are the user's."""
+    world, local = os.environ.get("WORLD_SIZE"), os.environ.get("LOCAL_WORLD_SIZE")
+    if not world or not local or int(world) <= 1:
+        return None
+    nodes = max(1, int(world) // max(int(local), 1))
+    launch = ["torchrun", f"--nproc_per_node={local}"]
+    if nodes > 1:
+        launch[1:1] = [f"--nnodes={nodes}", "<your --rdzv options>"]
+    return [*launch, "-m", "grpo_cli"]
+
+
 def _program() -> list[str]:
+    launcher = _launcher()
+    if launcher is not None:
+        return launcher
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
     if Path(argv0).name == "grpo" and Path(argv0).is_file():
         on_path = shutil.which("grpo")

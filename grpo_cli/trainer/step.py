@@ -35,6 +35,7 @@ from grpo_cli.algo.loss import combine_metrics, grpo_loss
 from grpo_cli.rollout.engine import Rollout, concat_rollouts
 from grpo_cli.trainer.memory import halve_micro_batch, halve_rollout_batch, retry_on_oom
 from grpo_cli.trainer.parts import RunParts, RunState
+from grpo_cli.trainer.ranks import finish_update, global_counts, global_loss_parts, take_prompts
 from grpo_cli.trainer.settings import loss_settings, rollout_seed, sampling_settings
 
 
@@ -109,7 +110,7 @@ def _score(parts: RunParts, state: RunState, indices: list[int]) -> ScoredBatch:
                        reported=dict(result.extra))
 
 
-def _merge(parts: list[ScoredBatch], pad_id: int) -> ScoredBatch:
+def merge_batches(parts: list[ScoredBatch], pad_id: int) -> ScoredBatch:
     if len(parts) == 1:
         return parts[0]
     errors: dict[str, int] = {}
@@ -125,7 +126,7 @@ def _merge(parts: list[ScoredBatch], pad_id: int) -> ScoredBatch:
         sum(p.time_reward for p in parts))
 
 
-def _pooled(batches: list[ScoredBatch]) -> dict[str, float]:
+def pooled_reported(batches: list[ScoredBatch]) -> dict[str, float]:
     """The rounds' reported metrics as means over all their completions."""
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
@@ -145,10 +146,12 @@ def _select_groups(b: ScoredBatch, groups: list[int], G: int) -> ScoredBatch:
 
 
 def collect(parts: RunParts, state: RunState) -> ScoredBatch:
-    """Sample prompts_per_step groups; with dynamic sampling, replace zero-variance groups."""
+    """Sample this rank's share of prompts_per_step groups; with dynamic sampling, replace
+    zero-variance groups (every rank refills its own share; the rounds end on all ranks
+    together, when no rank is short or the rounds are used up)."""
     cfg, G = parts.cfg, parts.cfg.algo.num_generations
-    want = cfg.trainer.prompts_per_step
-    first = _score(parts, state, parts.sampler.take(want))
+    want = cfg.trainer.prompts_per_step // parts.dist.world
+    first = _score(parts, state, take_prompts(parts, want))
     first.frac_zero_std = float(zero_std_mask(first.total, G, first.scored).float().mean())
     if not cfg.algo.dynamic_sampling:
         return first
@@ -160,19 +163,22 @@ def collect(parts: RunParts, state: RunState) -> ScoredBatch:
         zero = zero_std_mask(batch.total, G, batch.scored).tolist()
         kept += [_select_groups(batch, [g], G) for g, z in enumerate(zero) if not z]
         dropped += [_select_groups(batch, [g], G) for g, z in enumerate(zero) if z]
-        if len(kept) >= want or rounds >= cfg.algo.dynamic_sampling_max_rounds:
+        short = max(0, want - len(kept))
+        if not parts.dist.any(short > 0) or rounds >= cfg.algo.dynamic_sampling_max_rounds:
             break
         rounds += 1
-        sampled.append(_score(parts, state, parts.sampler.take(want - len(kept))))
+        more = take_prompts(parts, short)  # every rank draws, a full one takes none
+        if more:
+            sampled.append(_score(parts, state, more))
     # Still short after the allowed rounds: fill with zero-variance groups (advantage 0).
     filled = max(0, want - len(kept))
     chosen = (kept[:want] + dropped[:filled])
-    merged = _merge(chosen, pad_id)
+    merged = merge_batches(chosen, pad_id)
     merged.time_generate = sum(p.time_generate for p in sampled)
     merged.time_reward = sum(p.time_reward for p in sampled)
     # Reward metrics describe the batch that is trained on; errors count every round once.
     merged.errors = {k: sum(p.errors.get(k, 0) for p in sampled) for k in first.errors}
-    merged.reported = _pooled(sampled)
+    merged.reported = pooled_reported(sampled)
     merged.frac_zero_std = first.frac_zero_std
     merged.dynamic = DynamicSampling(rounds, filled, sum(len(p.indices) for p in sampled))
     return merged
@@ -225,13 +231,16 @@ class MiniBatch:
 
 def _accumulate(parts: RunParts, state: RunState, ro: Rollout, rows_mini: torch.Tensor,
                 adv: torch.Tensor, loss_mask: torch.Tensor, old_all: torch.Tensor | None,
-                ref_all: torch.Tensor | None, beta: float, with_entropy: bool) -> MiniBatch:
-    """Forward + backward of one mini-batch, micro-batch by micro-batch (grads accumulate)."""
+                ref_all: torch.Tensor | None, beta: float, with_entropy: bool,
+                totals: tuple[int, int] | None = None) -> MiniBatch:
+    """Forward + backward of one mini-batch, micro-batch by micro-batch (grads accumulate).
+    `totals`: the optimizer step's (sequences, tokens) over every rank (None: this rank's
+    mini-batch is the whole optimizer step)."""
     cfg, algo = parts.cfg, parts.cfg.algo
     model, temp = parts.policy.model, cfg.rollout.temperature
     mbs = min(state.micro_batch_size, len(rows_mini))
     num_micro = math.ceil(len(rows_mini) / mbs)
-    tokens = int(loss_mask[rows_mini].sum())
+    num_seqs, tokens = totals or (len(rows_mini), int(loss_mask[rows_mini].sum()))
     settings = loss_settings(algo, cfg.rollout.max_new_tokens,
                              beta if ref_all is not None else 0.0)
     out = MiniBatch(0.0, [], 0.0)
@@ -245,7 +254,7 @@ def _accumulate(parts: RunParts, state: RunState, ro: Rollout, rows_mini: torch.
             sampler = ro.sampler_logp[rows]
             sampler = torch.where(torch.isnan(sampler), old, sampler)  # [m, L]
         loss, sums = grpo_loss(logp, old, ref, adv[rows], loss_mask[rows], settings,
-                               num_seqs=len(rows_mini), num_tokens=tokens,
+                               num_seqs=num_seqs, num_tokens=tokens,
                                sampler_logp=sampler)
         loss = parts.hooks.on_loss(loss, state.step)
         parts.hooks.before_backward(state.step, micro, num_micro)
@@ -300,9 +309,11 @@ def update(parts: RunParts, state: RunState, batch: ScoredBatch) -> StepStats:
     for it in range(algo.num_iterations):
         for m0 in range(0, N, mini):
             rows_mini = torch.arange(m0, min(m0 + mini, N))
+            totals = global_counts(parts, len(rows_mini), int(loss_mask[rows_mini].sum()))
             work = partial(_accumulate, parts, state, ro, rows_mini, adv, loss_mask, old_all,
-                           ref_all, beta, with_entropy=(it == 0))
+                           ref_all, beta, with_entropy=(it == 0), totals=totals)
             done = retry_on_oom(parts, state, "backward pass", work, halve_micro_batch)
+            done.loss = finish_update(parts, done.loss)  # grads and loss: every rank's
             sums += done.sums
             ent_sum += done.ent_sum
             max_norm = cfg.optim.max_grad_norm or float("inf")
@@ -318,11 +329,12 @@ def update(parts: RunParts, state: RunState, batch: ScoredBatch) -> StepStats:
     parts.scheduler.step()
     t2 = time.perf_counter()
 
-    loss_means = combine_metrics(sums, num_updates=len(losses))
+    loss_means = combine_metrics(global_loss_parts(parts, sums), num_updates=len(losses))
     if ref_all is None:
         loss_means.pop("kl", None)  # no reference ran: no KL was measured
     if not skipped and math.isfinite(loss_means.get("kl", math.nan)):
         parts.kl_ctl.update(loss_means["kl"], 1)
-    entropy = ent_sum / max(float(ro.completion_mask.sum()), 1.0)
+    ent_sum, ent_tokens = parts.dist.sum([ent_sum, float(ro.completion_mask.sum())])
+    entropy = ent_sum / max(ent_tokens, 1.0)
     return StepStats(adv, skipped, losses, grad_norms, loss_means, entropy, beta, lr,
                      t1 - t0, t2 - t1)

@@ -51,11 +51,20 @@ def metrics(run: Path) -> list[dict]:
             if line.strip() and "reward/mean" in line]
 
 
+def torchrun_command(nproc: int, *launcher: str, command: str = "train") -> list[str]:
+    """`torchrun --nproc_per_node=N [launcher options] fault_cli.py COMMAND`: the real CLI in
+    N processes (fault_cli.py reads GRPO_FAULT and GRPO_WEIGHT_LOG, fault_hooks.py). Without
+    launcher options, --standalone: a rendezvous on a free local port."""
+    return [sys.executable, "-m", "torch.distributed.run", *(launcher or ("--standalone",)),
+            f"--nproc_per_node={nproc}", str(FAULT_CLI), command]
+
+
 def signal_after_first_step(args: list[str], out: Path, env: dict, sig: int,
-                            wait_s: float) -> subprocess.CompletedProcess:
-    """Start `grpo train ARGS`, send `sig` once step 1 is logged (or after wait_s, or when the
-    run has ended), and wait for it to exit."""
-    proc = subprocess.Popen([*train_command(), *args],
+                            wait_s: float, command: list[str] | None = None
+                            ) -> subprocess.CompletedProcess:
+    """Start `grpo train ARGS` (or `command` ARGS), send `sig` once step 1 is logged (or after
+    wait_s, or when the run has ended), and wait for it to exit."""
+    proc = subprocess.Popen([*(command or train_command()), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + wait_s
     while time.time() < deadline and proc.poll() is None:
