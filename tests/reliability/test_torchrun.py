@@ -15,6 +15,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -122,6 +123,24 @@ def test_resume_with_one_process_continues_the_two_rank_run(two_ranks, tiny_llam
     assert res.returncode == 0, res.stderr[-3000:]
     assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4, 5]
     assert sorted(weight_log(root / "w1", 0)) == [5]
+
+
+def test_accelerate_launch_runs_the_same_steps(two_ranks, tiny_llama_path, tmp_path):
+    # accelerate launch --multi_gpu starts torchrun's workers: the same ranks, the same steps.
+    root, out, *_ = two_ranks
+    accel = Path(sys.executable).with_name("accelerate")
+    if not accel.is_file():
+        pytest.skip("accelerate is not installed")
+    other = tmp_path / "run"
+    res = subprocess.run(
+        [str(accel), "launch", "--multi_gpu", "--num_processes=2", "--num_machines=1",
+         "--mixed_precision=no", "--dynamo_backend=no", "-m", "grpo_cli", "train",
+         *base_args(tiny_llama_path, other, 2), "model.device=cpu"],
+        capture_output=True, text=True, env=run_env(), timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "data parallel: 2 ranks (gloo)" in res.stdout + res.stderr
+    ours, theirs = metrics(other), metrics(out)[:2]
+    assert [r["reward/mean"] for r in ours] == [r["reward/mean"] for r in theirs]
 
 
 def test_a_batch_that_does_not_split_and_bad_input_are_one_line(tiny_llama_path, tmp_path):
