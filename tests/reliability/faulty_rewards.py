@@ -25,3 +25,10 @@ def flaky(prompts, completions, answers, hang_s: float = 1.0, **kwargs):
             time.sleep(hang_s)
         out.append(len(text) / 100)
     return out
+
+
+def half_constant(prompts, completions, answers, **kwargs):
+    """Digit share for prompts of even length, 0 for the others: about half of the groups
+    have zero variance, unevenly across ranks (dynamic sampling refills them)."""
+    return [sum(c.isdigit() for c in text) / max(len(text), 1) if len(p) % 2 == 0 else 0.0
+            for p, text in zip(prompts, completions)]

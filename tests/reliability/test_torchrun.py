@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import tiny_run
 from reliability_cli import base_args, run_env
 from tiny_run import metrics, signal_after_first_step, torchrun_command
 
@@ -182,6 +183,24 @@ def test_an_oom_on_one_rank_halves_everywhere_and_a_nan_skips_everywhere(tiny_ll
     w0, w1 = weight_log(tmp_path / "w_nan", 0), weight_log(tmp_path / "w_nan", 1)
     assert w0 == w1 and w0[1] == w0[2] == w0[3]  # no update applied anywhere after step 1
     assert [r["health/skipped_steps"] for r in metrics(tmp_path / "nan")] == [0, 1, 2]
+
+
+def test_dynamic_sampling_refills_per_rank_in_step(tiny_llama_path, tmp_path):
+    # Half of the prompts get a constant reward: zero-variance groups land unevenly on the
+    # ranks, each refills its own share, and the rounds end together.
+    out, w = tmp_path / "run", tmp_path / "w"
+    args = tiny_run.base_args(tiny_llama_path, out, 3, "algo.dynamic_sampling=true",
+                              "algo.dynamic_sampling_max_rounds=3", "trainer.prompts_per_step=4",
+                              reward="faulty_rewards:half_constant")
+    res = torchrun(2, args, weights=w)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert weight_log(w, 0) == weight_log(w, 1)
+    rows = metrics(out)
+    assert any(r["dynamic_sampling/prompts_sampled"] > 4 for r in rows)  # refills happened
+    for step, row in enumerate(rows, start=1):  # every row covers both ranks' 4 groups
+        samples = (out / "samples" / f"step-{step}.jsonl")
+        if samples.is_file():
+            assert len(samples.read_text().splitlines()) == 4 * 4
 
 
 def test_sigint_to_the_launcher_leaves_a_checkpoint(tiny_llama_path, tmp_path):

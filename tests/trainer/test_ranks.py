@@ -1,0 +1,86 @@
+"""What a data-parallel step shares (trainer/ranks.py), on stand-in ranks: the prompt split
+and refills keep one global order, a batch that does not split is refused, OOM halvings
+are taken by every rank."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from grpo_cli.errors import UserError
+from grpo_cli.trainer.parts import RunState
+from grpo_cli.trainer.ranks import check_world, sync_state, take_prompts
+from grpo_cli.trainer.sampler import PromptSampler
+
+
+@dataclass
+class StandInDist:
+    """One rank of a group whose collectives answer with the other ranks' given values."""
+    rank: int
+    world: int
+    others: list = field(default_factory=list)  # what gather / max return, in rank order
+
+    active = True
+
+    def gather(self, obj):
+        return self.others
+
+    def max(self, values):
+        return [max(v) for v in zip(*self.others)]
+
+
+@dataclass
+class Parts:
+    dist: StandInDist
+    sampler: PromptSampler
+    tracker: object = None
+
+
+def test_ranks_take_disjoint_slices_of_one_order_and_stay_in_step():
+    single = PromptSampler(50, seed=3).take(7)
+    # Round 1: 2 ranks x 2 prompts; refill: rank 0 short by 3, rank 1 full (0).
+    parts = [Parts(StandInDist(r, 2), PromptSampler(50, seed=3)) for r in range(2)]
+    first, refill = [], []
+    for p in parts:
+        p.dist.others = [2, 2]
+        first.append(take_prompts(p, 2))
+    for p, need in zip(parts, (3, 0)):
+        p.dist.others = [3, 0]
+        refill.append(take_prompts(p, need))
+    assert first == [single[0:2], single[2:4]]
+    assert refill == [single[4:7], []]
+    assert parts[0].sampler.position == parts[1].sampler.position == 7  # the same position
+
+
+def test_a_global_batch_that_does_not_split_is_refused():
+    class Cfg:
+        class trainer:
+            prompts_per_step = 6
+
+    check_world(Cfg, 1)
+    check_world(Cfg, 3)
+    with pytest.raises(UserError, match="prompts_per_step=6 does not split evenly over 4"):
+        check_world(Cfg, 4)
+
+
+def test_an_oom_halving_on_one_rank_is_taken_by_all():
+    class Tracker:
+        warnings: list = []
+
+        def warn(self, message):
+            self.warnings.append(message)
+
+    class Cfg:
+        class trainer:
+            micro_batch_size, prompts_per_step = 8, 4
+
+        class rollout:
+            batch_size = None
+
+    state = RunState.start(Cfg)
+    # This rank is untouched; the other halved its micro-batch to 4 and its rollout to 8.
+    parts = Parts(StandInDist(0, 2, others=[[-8, -float("inf")], [-4, -8]]), None, Tracker())
+    sync_state(parts, state)
+    assert (state.micro_batch_size, state.rollout_batch_size) == (4, 8)
+    assert "another rank ran out of memory" in parts.tracker.warnings[0]
