@@ -197,10 +197,8 @@ def test_dynamic_sampling_refills_per_rank_in_step(tiny_llama_path, tmp_path):
     assert weight_log(w, 0) == weight_log(w, 1)
     rows = metrics(out)
     assert any(r["dynamic_sampling/prompts_sampled"] > 4 for r in rows)  # refills happened
-    for step, row in enumerate(rows, start=1):  # every row covers both ranks' 4 groups
-        samples = (out / "samples" / f"step-{step}.jsonl")
-        if samples.is_file():
-            assert len(samples.read_text().splitlines()) == 4 * 4
+    for samples in (out / "samples").iterdir():  # each covers both ranks' 4 groups
+        assert len(samples.read_text().splitlines()) == 4 * 4
 
 
 def test_sigint_to_the_launcher_leaves_a_checkpoint(tiny_llama_path, tmp_path):
