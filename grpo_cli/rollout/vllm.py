@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from grpo_cli.rollout.engine import Rollout, _rollout_of_batch, eos_token_ids
+from grpo_cli.rollout.engine import Rollout, eos_token_ids, rollout_from_completions
 from grpo_cli.rollout.settings import SamplingSettings
 
 log = logging.getLogger("grpo")
@@ -230,7 +230,7 @@ class VllmEngine:
             self._maybe_sleep()
         rows = [c for out in outs for c in sorted(out.outputs, key=lambda c: c.index)]
         completion, logp = _pack(rows, tok.pad_token_id, keep_logp=not sampling.greedy)
-        rollout = _rollout_of_batch(
+        rollout = rollout_from_completions(
             ids.repeat_interleave(S, dim=0).to(device), mask.repeat_interleave(S, dim=0).to(device),
             completion.to(device), None if logp is None else logp.to(device), self.eos,
             tok.pad_token_id, tok)
