@@ -41,7 +41,7 @@ from grpo_cli.rollout.hf import sample_tokens
 from grpo_cli.rollout.settings import SamplingSettings
 
 __all__ = ["HfEngine", "Rollout", "SamplingSettings", "concat_rollouts", "eos_token_ids",
-           "generate", "rollout_from_completions"]
+           "generate", "prompts_per_batch", "rollout_from_completions"]
 
 
 @dataclass
@@ -70,6 +70,12 @@ class Rollout:
                        self.completion_mask[idx], self.truncated[idx],
                        [self.texts[i] for i in idx.tolist()],
                        self.sampler_logp[idx] if self.sampler_logp is not None else None)
+
+
+def prompts_per_batch(batch_size: Optional[int], num_prompts: int, num_samples: int) -> int:
+    """How many prompts one generation batch takes: `batch_size` sequences (None = all of
+    them) in whole groups of `num_samples`, at least one group."""
+    return max(1, (batch_size or num_prompts * num_samples) // num_samples)
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -108,7 +114,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], sampling: SamplingS
     eos_ids = eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id
     S = sampling.num_samples
-    per_batch = max(1, (batch_size or len(prompts) * S) // S)
+    per_batch = prompts_per_batch(batch_size, len(prompts), S)
     pieces = []
     was_training = model.training
     model.eval()
