@@ -1,11 +1,13 @@
 """rollout.engine=vllm through the real commands: `grpo eval` of a trained LoRA checkpoint
-gives what the hf engine gives. Needs vLLM: run in the vLLM venv (README, "Rollout engines").
+gives what the hf engine gives, and Ctrl-C during `grpo train` leaves a checkpoint that
+trainer.resume=auto continues. Needs vLLM: run in the vLLM venv (README, "Rollout engines").
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,31 @@ def test_eval_with_vllm_of_an_adapter_whose_rank_is_not_model_lora_r(tiny_head32
     vl, vl_rows = _eval(capsys, tmp_path / "vllm", *common, "rollout.engine=vllm", *VLLM_ARGS)
     assert vl["config"]["engine"] == "vllm"
     assert [r["completions"] for r in vl_rows] == [r["completions"] for r in hf_rows]
+
+
+def test_sigint_during_vllm_training_leaves_a_checkpoint_that_resume_continues(
+        tiny_head32_path, tmp_path, capsys, monkeypatch):
+    """SIGINT once step 1 is logged: the step in flight finishes, is saved, the run exits
+    130 with the resume hint; trainer.resume=auto continues from that step with vLLM."""
+    import in_process
+    import tiny_run
+
+    monkeypatch.syspath_prepend(str(CLI_TESTS))
+    out = tmp_path / "run"
+    args = tiny_run.base_args(tiny_head32_path, out, 500, "rollout.engine=vllm",
+                              "model.lora.r=8", *VLLM_ARGS)
+    res = tiny_run.signal_after_first_step(args, out, tiny_run.run_env(CLI_TESTS),
+                                           signal.SIGINT, wait_s=300)
+    assert res.returncode == 130, res.stderr[-2000:]
+    hint = tiny_run.resume_hint(res.stderr)
+    assert "rollout.engine=vllm" in hint and hint.endswith(" trainer.resume=auto")
+    ckpts = [p for p in (out / "checkpoints").iterdir() if p.name.startswith("step-")]
+    assert len(ckpts) == 1 and (ckpts[0] / "policy" / "adapter_model.safetensors").is_file()
+    step = json.loads((ckpts[0] / "meta.json").read_text())["step"]
+    assert [r["step"] for r in tiny_run.metrics(out)] == list(range(1, step + 1))
+    again = in_process.grpo(capsys, "train", *args, f"trainer.max_steps={step + 2}",
+                            "trainer.resume=auto")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resumed from {ckpts[0]} at step {step}" in again.stdout + again.stderr
+    assert [r["step"] for r in tiny_run.metrics(out)] == list(range(1, step + 3))
+    assert (out / "checkpoints" / "final" / "meta.json").is_file()
