@@ -140,8 +140,10 @@ def _generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
     for start in range(0, len(records), per_chunk):
         chunk = records[start:start + per_chunk]
         prompts = [render_prompt(policy.tokenizer, r.prompt) for r in chunk]
+        # An engine that seeds requests (vllm) gives prompt i seed + i * n and its samples
+        # the n seeds from there: counted over the whole split, no two problems share one.
         rollout = engine.generate(prompts, sampling, batch_size=cfg.eval.batch_size,
-                                  seed=cfg.trainer.seed + start)
+                                  seed=cfg.trainer.seed + start * n)
         lengths = rollout.lengths.tolist()  # [len(chunk) * n]
         truncated = rollout.truncated.tolist()  # [len(chunk) * n]
         for i, record in enumerate(chunk):
