@@ -104,9 +104,10 @@ def eval_sampling(ev: EvalConfig) -> SamplingSettings:
 
 
 def _generation_settings(cfg: GrpoConfig) -> dict[str, Any]:
-    """The report's record of `eval_sampling` (None where greedy decoding uses no value)."""
+    """The report's record of `eval_sampling` and of the engine that generated (None where
+    greedy decoding uses no value)."""
     s = eval_sampling(cfg.eval)
-    return {"greedy": s.greedy,
+    return {"engine": cfg.rollout.engine, "greedy": s.greedy,
             "max_new_tokens": s.max_new_tokens,
             "temperature": None if s.greedy else s.temperature,
             "top_p": None if s.greedy else s.top_p,
@@ -141,8 +142,10 @@ def _generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
     for start in range(0, len(records), per_chunk):
         chunk = records[start:start + per_chunk]
         prompts = [render_prompt(policy.tokenizer, r.prompt) for r in chunk]
+        # An engine that seeds requests (vllm) gives prompt i seed + i * n and its samples
+        # the n seeds from there: counted over the whole split, no two problems share one.
         rollout = engine.generate(prompts, sampling, batch_size=cfg.eval.batch_size,
-                                  seed=cfg.trainer.seed + start)
+                                  seed=cfg.trainer.seed + start * n)
         lengths = rollout.lengths.tolist()  # [len(chunk) * n]
         truncated = rollout.truncated.tolist()  # [len(chunk) * n]
         for i, record in enumerate(chunk):
@@ -231,8 +234,8 @@ def _grade_file(cfg: GrpoConfig) -> tuple[dict, list[dict]]:
     else:
         rows = grade_problems(problems, grader)
         report = summarize(rows, dataset=cfg.data.name, meta=meta)
-    report["config"].update(greedy=None, max_new_tokens=None, temperature=None, top_p=None,
-                            top_k=None)  # unknown: the file was generated elsewhere
+    report["config"].update(engine=None, greedy=None, max_new_tokens=None, temperature=None,
+                            top_p=None, top_k=None)  # unknown: the file was generated elsewhere
     report["model"] = str(cfg.eval.completions)  # not the configured model: it ran nowhere
     return report, rows
 
