@@ -130,7 +130,9 @@ def weight_bytes(cfg: GrpoConfig, arch: dict[str, int], dtype_bytes: int) -> flo
     return quantized + embedding_params(arch) * dtype_bytes
 
 
-def estimate(cfg: GrpoConfig, arch: dict[str, int]) -> dict[str, float]:
+def estimate(cfg: GrpoConfig, arch: dict[str, int], ranks: int = 1) -> dict[str, float]:
+    """Bytes per GPU by part; with `ranks` data-parallel processes (torchrun) each GPU holds
+    the whole model and its share of the rollout (prompts_per_step / ranks groups)."""
     h, n_layers, V = arch["hidden"], arch["layers"], arch["vocab"]
     head_dim = h // arch["heads"]
     kv = arch["kv_heads"] * head_dim
@@ -155,10 +157,13 @@ def estimate(cfg: GrpoConfig, arch: dict[str, int]) -> dict[str, float]:
     else:
         activations = per_layer_full * n_layers
     logits = B * cfg.rollout.max_new_tokens * V * (act_bytes + 4)
-    rollout_seqs = cfg.rollout.batch_size or cfg.trainer.prompts_per_step * cfg.algo.num_generations
+    per_rank_prompts = cfg.trainer.prompts_per_step // ranks
+    rollout_seqs = cfg.rollout.batch_size or per_rank_prompts * cfg.algo.num_generations
     kv_cache = rollout_seqs * T * n_layers * 2 * kv * act_bytes
     parts = {"weights": weights, "lora + optimizer": train_state, "activations": activations,
              "logits": logits, "kv_cache": kv_cache, "overhead": 1.2 * GiB}
+    if ranks > 1:  # the flat fp32 bucket the gradient sum goes through (trainer/dist.py)
+        parts["gradient sum"] = min(trainable, 2**24) * 4
     if cfg.rollout.engine == "vllm":  # vLLM samples: its KV cache is in vllm_memory
         del parts["kv_cache"]
     elif lora.enabled and cfg.rollout.merge_adapters == "on":
@@ -283,9 +288,14 @@ def suggestions(cfg: GrpoConfig, parts: dict[str, float], budget: float,
     return out or ["rollout.max_new_tokens lower, or a smaller model"]
 
 
-def run_plan(cfg: GrpoConfig, gpu: str | None = None) -> str:
+def run_plan(cfg: GrpoConfig, gpu: str | None = None, ranks: int = 1) -> str:
+    """The plan's text; `ranks`: data-parallel processes (torchrun), the memory per GPU."""
+    if ranks < 1 or cfg.trainer.prompts_per_step % ranks:
+        raise UserError(f"ranks={ranks}: trainer.prompts_per_step="
+                        f"{cfg.trainer.prompts_per_step} must split evenly over the ranks "
+                        "(a positive divisor of it)")
     arch = arch_of(cfg.model.name_or_path)
-    parts = estimate(cfg, arch)
+    parts = estimate(cfg, arch, ranks)
     name, budget = detect_gpu(gpu)
     vllm = vllm_memory(cfg, arch, budget)
     peak = peaks(parts, vllm)
@@ -295,6 +305,10 @@ def run_plan(cfg: GrpoConfig, gpu: str | None = None) -> str:
              f"micro_batch={cfg.trainer.micro_batch_size}, "
              f"checkpointing={cfg.model.gradient_checkpointing}, "
              f"rollout.engine={cfg.rollout.engine})"]
+    if ranks > 1:
+        lines.append(f"  per GPU with {ranks} data-parallel ranks (torchrun): each holds the "
+                     f"model and {cfg.trainer.prompts_per_step // ranks} of the "
+                     f"{cfg.trainer.prompts_per_step} prompts per step")
     for part, value in parts.items():
         lines.append(f"  {part:18s} {value / GiB:7.2f} GiB")
     if cfg.rollout.engine == "vllm":

@@ -124,3 +124,24 @@ def test_vllm_on_an_unknown_gpu_names_the_share_but_cannot_count_it(monkeypatch)
     cfg, _ = vllm_plan_for(monkeypatch, "+recipe=gsm8k_qwen7b")
     assert vllm_memory(cfg, KNOWN_ARCHS[cfg.model.name_or_path], None) is None
     assert "name the GPU (gpu=NAME) to count it" in "\n".join(vllm_lines(cfg, None, None))
+
+
+def test_ranks_give_the_memory_per_gpu_of_a_data_parallel_run():
+    _, cfg = compose_config("train", ["+recipe=gsm8k_qwen7b", "trainer.prompts_per_step=8"])
+    arch = KNOWN_ARCHS[cfg.model.name_or_path]
+    one, four = estimate(cfg, arch), estimate(cfg, arch, ranks=4)
+    # Each rank samples 8 / 4 = 2 prompts x G: a quarter of the rollout's KV cache ...
+    assert four["kv_cache"] == pytest.approx(one["kv_cache"] / 4)
+    # ... and holds the whole model, its LoRA state and one micro-batch's activations.
+    for part in ("weights", "lora + optimizer", "activations", "logits"):
+        assert four[part] == one[part]
+    # plus the fp32 bucket the gradient sum goes through: 2**24 values at most.
+    assert "gradient sum" not in one and four["gradient sum"] == 2**24 * 4
+    text = run_plan(cfg, "rtx4090", ranks=4)
+    assert "per GPU with 4 data-parallel ranks" in text and "2 of the 8 prompts" in text
+
+
+def test_ranks_that_do_not_divide_the_prompts_are_refused():
+    cfg, _ = plan_for("+recipe=gsm8k_qwen7b", "trainer.prompts_per_step=4")
+    with pytest.raises(UserError, match="ranks=3: trainer.prompts_per_step=4 must split"):
+        run_plan(cfg, "rtx4090", ranks=3)
