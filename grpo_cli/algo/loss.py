@@ -6,7 +6,11 @@ Per completion token t of sequence i (``mask`` marks completion tokens, not padd
     l_t   = -min(rho_t * A_i, clip(rho_t, 1 - eps_low, 1 + eps_high) * A_i) + beta * KL_t
     KL_t  = exp(ref_t - logp_t) - (ref_t - logp_t) - 1      (k3 estimator, always >= 0)
 
-``eps_high > eps_low`` is DAPO's clip-higher (0.2 / 0.28).
+``eps_high > eps_low`` is DAPO's clip-higher (0.2 / 0.28). The ratio and the surrogate are
+variants kept as data in :mod:`grpo_cli.algo.policy_losses`: ``settings.ratio_level``
+(``token``, or GSPO's ``sequence``) and ``settings.policy_loss`` (this ``clip``, with
+INTELLECT-2's ``delta`` cap, or CISPO's ``cispo``); the KL term, the sampler weight and
+the aggregation are the same for all of them.
 
 Sampler correction: given ``sampler_logp`` (the log-probs of weights that sampled the tokens
 and differ from the trained ones), each token's policy-gradient term is multiplied by
@@ -47,6 +51,9 @@ from typing import Callable, Iterable, Mapping
 import torch
 from torch import Tensor
 
+from grpo_cli.algo.policy_losses import POLICY_LOSSES, RATIO_LEVELS
+from grpo_cli.algo.policy_losses import masked as _masked
+
 __all__ = [
     "AGGREGATIONS",
     "AdaptiveKLController",
@@ -57,11 +64,6 @@ __all__ = [
     "grpo_loss",
     "k3_kl",
 ]
-
-
-def _masked(diff: Tensor, on: Tensor | None) -> Tensor:
-    """``diff`` with padded positions set to 0 (where, not multiply: no NaN gets through)."""
-    return diff if on is None else torch.where(on, diff, torch.zeros_like(diff))
 
 
 def k3_kl(logp: Tensor, ref_logp: Tensor, on: Tensor | None = None) -> Tensor:
@@ -143,6 +145,16 @@ class LossSettings:
     max_completion_length: int  # the ``max_len`` of :func:`aggregate` (Dr. GRPO's normaliser)
     # Cap of the sampler importance weight; None = no correction even with ``sampler_logp``.
     is_cap: float | None = None
+    policy_loss: str = "clip"  # one of policy_losses.POLICY_LOSSES
+    ratio_level: str = "token"  # one of policy_losses.RATIO_LEVELS
+    # INTELLECT-2's cap of the unclipped ratio (binds for A < 0); None = off. ``clip`` only.
+    delta: float | None = None
+
+
+def _lookup(table: Mapping[str, Callable], name: str, what: str) -> Callable:
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; allowed: {', '.join(sorted(table))}")
+    return table[name]
 
 
 def grpo_loss(
@@ -165,7 +177,8 @@ def grpo_loss(
         ref_logp: ``[N, L]`` reference log-probs, or None (then ``settings.beta`` must be 0).
         adv: ``[N]`` advantages, one per completion.
         mask: ``[N, L]`` completion mask (bool or float).
-        settings: clip range, ``beta``, aggregation, max completion length, ``is_cap``.
+        settings: clip range, ``beta``, aggregation, max completion length, ``is_cap``,
+            the surrogate (``policy_loss``, ``delta``) and the ratio level.
         num_seqs, num_tokens: the optimizer step's totals, see :func:`aggregate`.
         sampler_logp: ``[N, L]`` log-probs under the weights that sampled the tokens, when
             those differ from ``old_logp``'s; with ``settings.is_cap`` the per-token loss is
@@ -186,9 +199,11 @@ def grpo_loss(
     on = mask.bool()  # [N, L]
     mask_f = mask.to(logp.dtype)  # [N, L]
     adv = adv.to(logp.dtype).unsqueeze(1)  # [N, 1]
-    ratio = torch.exp(_masked(logp - old_logp, on))  # [N, L]
-    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)  # [N, L]
-    pg_per_token = -torch.min(ratio * adv, clipped * adv)  # [N, L]
+    log_ratio = _lookup(RATIO_LEVELS, settings.ratio_level, "ratio level")(
+        logp, old_logp, on)  # [N, L]
+    term = _lookup(POLICY_LOSSES, settings.policy_loss, "policy loss")(
+        logp, log_ratio, adv, on, eps_low, eps_high, settings.delta)
+    ratio, pg_per_token = term.ratio, term.per_token  # [N, L] each
     gap = (_masked(old_logp - sampler_logp, on).detach()
            if sampler_logp is not None else None)  # [N, L]
     weight = None
@@ -205,9 +220,7 @@ def grpo_loss(
 
     with torch.no_grad():
         pg_loss = aggregate(pg_per_token, mask, agg, max_len, num_seqs, num_tokens)  # []
-        # Clipping changes the objective only where the clipped term is the min.
-        clip_low = (ratio < 1.0 - eps_low) & (adv < 0)  # [N, L]
-        clip_high = (ratio > 1.0 + eps_high) & (adv > 0)  # [N, L]
+        clip_low, clip_high = term.clip_low, term.clip_high  # [N, L] bool each
         sums = {
             "pg_loss": pg_loss.detach(),
             "kl_sum": (kl * mask_f).sum().detach(),

@@ -99,8 +99,14 @@ def test_unknown_aggregation() -> None:
         aggregate(PER_TOKEN, MASK, "sum", max_len=3)
 
 
+# The loss variants (policy_losses.py) too: GSPO's sequence ratio, CISPO, delta, mixed.
+VARIANTS = [{}, dict(ratio_level="sequence"), dict(policy_loss="cispo"), dict(delta=1.5),
+            dict(policy_loss="cispo", ratio_level="sequence")]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=str)
 @pytest.mark.parametrize("mode", MODES)
-def test_micro_batches_sum_to_full_batch(mode: str) -> None:
+def test_micro_batches_sum_to_full_batch(mode: str, variant: dict) -> None:
     torch.manual_seed(0)
     n, length = 5, 4
     logp = torch.randn(n, length, requires_grad=True)  # [5, 4]
@@ -110,7 +116,7 @@ def test_micro_batches_sum_to_full_batch(mode: str) -> None:
     mask = torch.rand(n, length) > 0.3  # [5, 4]
     mask[0] = False  # one empty sequence
     settings = LossSettings(epsilon_low=EPS_LOW, epsilon_high=EPS_HIGH, beta=0.05, loss_agg=mode,
-                            max_completion_length=length)
+                            max_completion_length=length, **variant)
 
     full, full_sums = grpo_loss(logp, old, ref, adv, mask, settings)
     (full_grad,) = torch.autograd.grad(full, logp)
