@@ -168,6 +168,17 @@ class AlgoConfig:
     # Clip range of the ratio: [1 - epsilon_low, 1 + epsilon_high] (DAPO clip-higher: 0.28).
     epsilon_low: float = bounded(0.2, lo=0, hi=1)
     epsilon_high: float = bounded(0.2, lo=0)
+    # The policy-gradient surrogate (README "Algorithms"): clip = PPO/GRPO's clipped ratio;
+    # cispo = MiniMax-M1's clipped, detached importance weight times logp (every token keeps
+    # a gradient; the paper sets no lower bound: epsilon_low=1).
+    policy_loss: str = choice("clip", ["clip", "cispo"])
+    # Importance ratio per token (GRPO), or per sequence (GSPO: exp of the mean token
+    # log-ratio of the completion, clipped as one; GSPO's own range is 3e-4 / 4e-4).
+    ratio_level: str = choice("token", ["token", "sequence"])
+    # INTELLECT-2's two-sided clipping: the unclipped ratio is capped at delta, so a token
+    # with a negative advantage and a runaway ratio stops pushing (null = off; must be
+    # > 1 + epsilon_high; policy_loss=clip only).
+    delta: Optional[float] = bounded(None, gt=1)
     # Token aggregation of the loss.
     loss_agg: str = choice("seq_mean_token_mean",
                            ["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"])
