@@ -15,7 +15,8 @@ from grpo_cli.rollout.engine import concat_rollouts
 from grpo_cli.trainer.step import ScoredBatch, _accumulate
 
 
-def _grads(run: Run, batch: ScoredBatch, micro: int) -> list[torch.Tensor]:
+def _grads(run: Run, batch: ScoredBatch, micro: int,
+           old_all: torch.Tensor | None = None) -> list[torch.Tensor]:
     from grpo_cli.algo.advantages import compute_advantages
 
     run.optimizer.zero_grad(set_to_none=True)
@@ -24,7 +25,7 @@ def _grads(run: Run, batch: ScoredBatch, micro: int) -> list[torch.Tensor]:
     rows = torch.arange(len(batch.total))
     run.policy.model.train()
     _accumulate(run.parts, run.state, batch.rollout, rows, adv,
-                batch.rollout.completion_mask.float(), None, None, 0.0, with_entropy=False)
+                batch.rollout.completion_mask.float(), old_all, None, 0.0, with_entropy=False)
     return [p.grad.clone() for p in run.params]
 
 
@@ -38,6 +39,26 @@ def test_any_micro_batch_size_gives_the_whole_batch_gradient(tiny_llama_path, ag
     whole = _grads(run, batch, 8)
     for micro in (3, 16):
         for a, b in zip(whole, _grads(run, batch, micro)):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-4), micro
+
+
+@pytest.mark.parametrize("variant", [["algo=gspo"], ["algo=cispo"], ["algo.delta=1.5"]],
+                         ids=lambda v: v[0])
+def test_loss_variants_keep_micro_batches_exact_off_policy(tiny_llama_path, variant):
+    # Old log-probs moved by noise (ratios off 1, some clipped, GSPO's sequences included):
+    # micro-batches of 3 (3 + 3 + 2) and 1 give the gradient of one pass over all 8.
+    from grpo_cli.trainer.step import _all_logprobs
+
+    run = make_run(tiny_llama_path, *variant, "algo.beta=0", "algo.epsilon_low=0.1",
+                   "algo.epsilon_high=0.1", "trainer.micro_batch_size=16")
+    batch = scored_batch(run)
+    torch.manual_seed(1)
+    old = _all_logprobs(run.policy.model, batch.rollout, 8, 1.0)  # [8, L]
+    old = old + 0.2 * torch.randn_like(old) * batch.rollout.completion_mask  # [8, L]
+    whole = _grads(run, batch, 8, old)
+    assert any(g.abs().sum() > 0 for g in whole)
+    for micro in (3, 1):
+        for a, b in zip(whole, _grads(run, batch, micro, old)):
             assert torch.allclose(a, b, atol=1e-6, rtol=1e-4), micro
 
 
