@@ -149,6 +149,8 @@ class LossSettings:
     ratio_level: str = "token"  # one of policy_losses.RATIO_LEVELS
     # INTELLECT-2's cap of the unclipped ratio (binds for A < 0); None = off. ``clip`` only.
     delta: float | None = None
+    # Entropy bonus: ``- entropy_coef * H_t`` per token (needs ``entropy`` with its gradient).
+    entropy_coef: float = 0.0
 
 
 def _lookup(table: Mapping[str, Callable], name: str, what: str) -> Callable:
@@ -168,6 +170,7 @@ def grpo_loss(
     num_seqs: int | None = None,
     num_tokens: int | None = None,
     sampler_logp: Tensor | None = None,
+    entropy: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """GRPO loss for one (micro-)batch of ``N`` completions of padded length ``L``.
 
@@ -183,11 +186,14 @@ def grpo_loss(
         sampler_logp: ``[N, L]`` log-probs under the weights that sampled the tokens, when
             those differ from ``old_logp``'s; with ``settings.is_cap`` the per-token loss is
             weighted by ``min(exp(old_logp - sampler_logp), is_cap)``.
+        entropy: ``[N, L]`` token entropies of the policy, with their gradient; needed when
+            ``settings.entropy_coef > 0``: ``- entropy_coef * H_t`` joins each token's loss
+            (an entropy bonus, aggregated like the rest; not part of ``pg_loss``).
 
     Returns:
         ``(loss, sums)``: the scalar loss, and detached 0-dim tensors that add up across
         micro-batches: ``pg_loss`` (the policy term of ``loss``, sampler weight included, so
-        ``pg_loss == loss`` when ``beta = 0``), ``kl_sum``,
+        ``pg_loss == loss`` when ``beta = 0`` and ``entropy_coef = 0``), ``kl_sum``,
         ``clip_low_sum``, ``clip_high_sum``, ``ratio_sum``, ``is_weight_sum``,
         ``sampler_gap_sum`` (``|old_logp - sampler_logp|``; masked sums over tokens) and
         ``num_tokens``. Turn a list of them into logged values with :func:`combine_metrics`.
@@ -196,6 +202,9 @@ def grpo_loss(
     agg, max_len, is_cap = settings.loss_agg, settings.max_completion_length, settings.is_cap
     if ref_logp is None and beta != 0.0:
         raise ValueError(f"beta={beta} needs ref_logp; pass ref_logp or set beta=0")
+    coef = settings.entropy_coef
+    if entropy is None and coef != 0.0:
+        raise ValueError(f"entropy_coef={coef} needs the token entropies; pass entropy")
     on = mask.bool()  # [N, L]
     mask_f = mask.to(logp.dtype)  # [N, L]
     adv = adv.to(logp.dtype).unsqueeze(1)  # [N, 1]
@@ -216,6 +225,8 @@ def grpo_loss(
         per_token = per_token + beta * kl  # [N, L]
     else:
         kl = torch.zeros_like(logp)  # [N, L]
+    if coef != 0.0:
+        per_token = per_token - coef * _masked(entropy, on)  # [N, L]
     loss = aggregate(per_token, mask, agg, max_len, num_seqs, num_tokens)  # []
 
     with torch.no_grad():

@@ -179,6 +179,9 @@ class AlgoConfig:
     # with a negative advantage and a runaway ratio stops pushing (null = off; must be
     # > 1 + epsilon_high; policy_loss=clip only).
     delta: Optional[float] = bounded(None, gt=1)
+    # Entropy bonus: each token's loss gets - entropy_coef * H_t (the policy's token entropy,
+    # with its gradient: pushes against entropy collapse; 0 = off, no extra work).
+    entropy_coef: float = bounded(0.0, lo=0)
     # Token aggregation of the loss.
     loss_agg: str = choice("seq_mean_token_mean",
                            ["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"])

@@ -195,11 +195,13 @@ def _trim(ro: Rollout, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 def micro_logprobs(model: Any, ro: Rollout, rows: torch.Tensor, temperature: float,
-                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Completion log-probs of `rows`, padded back to the rollout's width L."""
+                   with_entropy: bool = False, entropy_grad: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Completion log-probs (and entropies) of `rows`, padded back to the rollout's width L."""
     ids, mask, Lm = _trim(ro, rows)
     logp, ent = completion_logprobs(model, ids, mask, Lm, temperature, len(rows),
-                                    with_entropy=with_entropy)  # [m, Lm]
+                                    with_entropy=with_entropy or entropy_grad,
+                                    entropy_grad=entropy_grad)  # [m, Lm]
     L = ro.completion_ids.shape[1]
     pad = (0, L - Lm)
     logp = torch.nn.functional.pad(logp, pad)  # [m, L]
@@ -244,9 +246,11 @@ def _accumulate(parts: RunParts, state: RunState, ro: Rollout, rows_mini: torch.
     settings = loss_settings(algo, cfg.rollout.max_new_tokens,
                              beta if ref_all is not None else 0.0)
     out = MiniBatch(0.0, [], 0.0)
+    bonus = settings.entropy_coef > 0  # the loss needs the entropies, with their gradient
     for micro, s in enumerate(range(0, len(rows_mini), mbs)):
         rows = rows_mini[s:s + mbs]
-        logp, ent = micro_logprobs(model, ro, rows, temp, with_entropy=with_entropy)
+        logp, ent = micro_logprobs(model, ro, rows, temp, with_entropy=with_entropy,
+                                   entropy_grad=bonus)
         old = old_all[rows] if old_all is not None else logp.detach()
         ref = ref_all[rows] if ref_all is not None else None
         sampler = None
@@ -255,14 +259,14 @@ def _accumulate(parts: RunParts, state: RunState, ro: Rollout, rows_mini: torch.
             sampler = torch.where(torch.isnan(sampler), old, sampler)  # [m, L]
         loss, sums = grpo_loss(logp, old, ref, adv[rows], loss_mask[rows], settings,
                                num_seqs=num_seqs, num_tokens=tokens,
-                               sampler_logp=sampler)
+                               sampler_logp=sampler, entropy=ent if bonus else None)
         loss = parts.hooks.on_loss(loss, state.step)
         parts.hooks.before_backward(state.step, micro, num_micro)
         loss.backward()
         out.loss += float(loss.detach())
         out.sums.append(sums)
-        if ent is not None:
-            out.ent_sum += float((ent * ro.completion_mask[rows]).sum())
+        if with_entropy and ent is not None:
+            out.ent_sum += float((ent.detach() * ro.completion_mask[rows]).sum())
     return out
 
 

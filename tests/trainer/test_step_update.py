@@ -42,11 +42,12 @@ def test_any_micro_batch_size_gives_the_whole_batch_gradient(tiny_llama_path, ag
             assert torch.allclose(a, b, atol=1e-6, rtol=1e-4), micro
 
 
-@pytest.mark.parametrize("variant", [["algo=gspo"], ["algo=cispo"], ["algo.delta=1.5"]],
-                         ids=lambda v: v[0])
+@pytest.mark.parametrize("variant", [["algo=gspo"], ["algo=cispo"], ["algo.delta=1.5"],
+                                     ["algo.entropy_coef=0.05"]], ids=lambda v: v[0])
 def test_loss_variants_keep_micro_batches_exact_off_policy(tiny_llama_path, variant):
     # Old log-probs moved by noise (ratios off 1, some clipped, GSPO's sequences included):
-    # micro-batches of 3 (3 + 3 + 2) and 1 give the gradient of one pass over all 8.
+    # micro-batches of 3 (3 + 3 + 2) and 1 give the gradient of one pass over all 8 (the
+    # entropy bonus's gradient through the chunked log-softmax included).
     from grpo_cli.trainer.step import _all_logprobs
 
     run = make_run(tiny_llama_path, *variant, "algo.beta=0", "algo.epsilon_low=0.1",
