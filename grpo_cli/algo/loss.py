@@ -171,6 +171,7 @@ def grpo_loss(
     num_tokens: int | None = None,
     sampler_logp: Tensor | None = None,
     entropy: Tensor | None = None,
+    policy_mask: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """GRPO loss for one (micro-)batch of ``N`` completions of padded length ``L``.
 
@@ -189,6 +190,9 @@ def grpo_loss(
         entropy: ``[N, L]`` token entropies of the policy, with their gradient; needed when
             ``settings.entropy_coef > 0``: ``- entropy_coef * H_t`` joins each token's loss
             (an entropy bonus, aggregated like the rest; not part of ``pg_loss``).
+        policy_mask: ``[N, L]`` bool, the tokens that keep the policy term (the high-entropy
+            ones, :func:`~grpo_cli.algo.policy_losses.high_entropy_mask`); None = all. The
+            KL term and the aggregation's token counts are unchanged.
 
     Returns:
         ``(loss, sums)``: the scalar loss, and detached 0-dim tensors that add up across
@@ -213,6 +217,9 @@ def grpo_loss(
     term = _lookup(POLICY_LOSSES, settings.policy_loss, "policy loss")(
         logp, log_ratio, adv, on, eps_low, eps_high, settings.delta)
     ratio, pg_per_token = term.ratio, term.per_token  # [N, L] each
+    if policy_mask is not None:
+        pg_per_token = torch.where(policy_mask, pg_per_token,
+                                   torch.zeros_like(pg_per_token))  # [N, L]
     gap = (_masked(old_logp - sampler_logp, on).detach()
            if sampler_logp is not None else None)  # [N, L]
     weight = None

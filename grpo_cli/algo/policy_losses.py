@@ -28,6 +28,12 @@ importance ratio, masked to 0 on padding (before anything is exponentiated):
 
 Each surrogate also says which tokens its clipping acted on (``clip_low`` / ``clip_high``,
 disjoint), for the logged clip ratios.
+
+High-entropy tokens (Wang et al. 2025, "Beyond the 80/20 Rule", arXiv 2506.01939; TRL's
+``top_entropy_quantile``): the policy term is kept only on the tokens whose entropy is in the
+top ``q`` of the batch's completion tokens, ``H_t >= quantile(H, 1 - q)`` (linear
+interpolation, ties kept): :func:`entropy_threshold`, :func:`high_entropy_mask`. The KL term
+and the aggregation's denominators still count every token.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["POLICY_LOSSES", "RATIO_LEVELS", "PolicyTerm", "masked"]
+__all__ = ["POLICY_LOSSES", "RATIO_LEVELS", "PolicyTerm", "entropy_threshold",
+           "high_entropy_mask", "masked"]
 
 
 def masked(diff: Tensor, on: Tensor | None) -> Tensor:
@@ -103,3 +110,17 @@ POLICY_LOSSES: dict[str, Callable[..., PolicyTerm]] = {
     "clip": clip_loss,
     "cispo": cispo_loss,
 }
+
+
+def entropy_threshold(entropies: Tensor, quantile: float) -> float:
+    """The entropy above which the top ``quantile`` of ``entropies`` (1-D, the completion
+    tokens of a whole optimizer step) lie: ``torch.quantile(entropies, 1 - quantile)``;
+    +inf when there are none (no token is kept)."""
+    if entropies.numel() == 0:
+        return float("inf")
+    return float(torch.quantile(entropies.double(), 1.0 - quantile))
+
+
+def high_entropy_mask(entropy: Tensor, on: Tensor, threshold: float) -> Tensor:
+    """Bool ``[N, L]``: completion tokens (``on``) whose entropy is at least ``threshold``."""
+    return (entropy >= threshold) & on.bool()  # [N, L]

@@ -182,6 +182,10 @@ class AlgoConfig:
     # Entropy bonus: each token's loss gets - entropy_coef * H_t (the policy's token entropy,
     # with its gradient: pushes against entropy collapse; 0 = off, no extra work).
     entropy_coef: float = bounded(0.0, lo=0)
+    # Keep the policy term only on the tokens whose entropy is in the top q of the optimizer
+    # step's completion tokens (every rank's; "Beyond the 80/20 Rule": 0.2). The entropies are
+    # the sampling policy's (one more no-grad pass); the KL term keeps every token; 1 = off.
+    top_entropy_quantile: float = bounded(1.0, gt=0, hi=1)
     # Token aggregation of the loss.
     loss_agg: str = choice("seq_mean_token_mean",
                            ["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"])

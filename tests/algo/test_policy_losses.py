@@ -1,5 +1,5 @@
 """Hand-computed checks of the loss variants: GSPO's sequence ratio, CISPO, INTELLECT-2's
-delta (grpo_cli.algo.policy_losses, through grpo_loss)."""
+delta, the high-entropy token selection (grpo_cli.algo.policy_losses, through grpo_loss)."""
 
 import math
 
@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from grpo_cli.algo.loss import LossSettings, combine_metrics, grpo_loss
+from grpo_cli.algo.policy_losses import entropy_threshold, high_entropy_mask
 
 LN2 = math.log(2.0)
 
@@ -133,3 +134,39 @@ def test_unknown_variant_names_the_allowed_ones():
     with pytest.raises(ValueError, match="unknown ratio level 'group'; allowed: sequence"):
         grpo_loss(logp, logp, None, torch.ones(1), torch.ones(1, 1),
                   LossSettings(0.2, 0.2, 0.0, "token_mean", 1, ratio_level="group"))
+
+
+@pytest.mark.parametrize(("quantile", "threshold", "keep"), [
+    # sorted [0.1, 0.5, 0.9]; quantile(1 - q) interpolates at position (1 - q) * 2:
+    # q = 1/3 -> 1.3333: 0.5 + 0.3333 * 0.4 = 0.633333 -> keeps 0.9 only
+    (1 / 3, 0.5 + 0.4 / 3, [False, False, True]),
+    # q = 0.5 -> position 1: 0.5, ties kept -> 0.5 and 0.9
+    (0.5, 0.5, [False, True, True]),
+    # q = 1 -> position 0: 0.1 -> every token
+    (1.0, 0.1, [True, True, True]),
+])
+def test_high_entropy_tokens(quantile, threshold, keep):
+    ent = torch.tensor([[0.9, 0.1, 0.5]])  # [1, 3]
+    got = entropy_threshold(ent.flatten(), quantile)
+    assert got == pytest.approx(threshold)
+    # order as given: [0.9, 0.1, 0.5]
+    want = [keep[2], keep[0], keep[1]]
+    assert high_entropy_mask(ent, torch.ones(1, 3), got)[0].tolist() == want
+    assert entropy_threshold(torch.zeros(0), quantile) == math.inf  # no token: none kept
+
+
+def test_policy_mask_drops_the_policy_term_but_not_kl_or_counts():
+    # rho = 1, A = 1: pg per token -1; only tokens 1 and 2 keep it. ref = logp + ln2 on
+    # every token: KL = 1 - ln2 = 0.306853 each, beta 0.1. token_mean over all 3 tokens:
+    # loss = (0 - 1 - 1) / 3 + 0.1 * 0.306853 = -0.666667 + 0.030685 = -0.635981.
+    logp = torch.zeros(1, 3, requires_grad=True)
+    keep = torch.tensor([[False, True, True]])
+    loss, sums = grpo_loss(logp, logp.detach(), torch.full((1, 3), LN2), torch.ones(1),
+                           torch.ones(1, 3), LossSettings(0.2, 0.28, 0.1, "token_mean", 3),
+                           policy_mask=keep)
+    loss.backward()
+    assert loss.item() == pytest.approx(-2 / 3 + 0.1 * (1 - LN2))
+    # d/dlogp: policy -A rho / 3 on kept tokens; KL d(e^d - d - 1)/dlogp = -(e^d - 1) = -1
+    # at d = ln2, times beta / 3 = -0.033333 everywhere
+    assert logp.grad[0].tolist() == pytest.approx([-0.1 / 3, -1 / 3 - 0.1 / 3, -1 / 3 - 0.1 / 3])
+    assert combine_metrics([sums])["pg_loss"] == pytest.approx(-2 / 3)

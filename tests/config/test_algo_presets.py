@@ -29,8 +29,8 @@ def test_cfg_job_shows_the_presets_values(preset, capsys):
 
 def test_the_defaults_are_grpos_token_clip():
     _, cfg = compose_config("train", [])
-    assert (cfg.algo.policy_loss, cfg.algo.ratio_level, cfg.algo.delta,
-            cfg.algo.entropy_coef) == ("clip", "token", None, 0.0)
+    assert (cfg.algo.policy_loss, cfg.algo.ratio_level, cfg.algo.delta, cfg.algo.entropy_coef,
+            cfg.algo.top_entropy_quantile) == ("clip", "token", None, 0.0, 1.0)
 
 
 def test_delta_composes_above_the_clip():
@@ -45,6 +45,8 @@ def test_delta_composes_above_the_clip():
     (["algo.delta=1.2", "algo.epsilon_high=0.28"], r"must be > 1 \+ algo\.epsilon_high = 1\.28"),
     (["algo=cispo", "algo.delta=4"], "cispo has none"),
     (["algo.epsilon_low=1"], "only algo.policy_loss=cispo takes 1"),
+    (["algo.top_entropy_quantile=0"], r"algo\.top_entropy_quantile=0\.0 is out of range"),
+    (["algo.top_entropy_quantile=1.5"], r"must be <= 1"),
     (["algo.entropy_coef=-0.1"], r"algo\.entropy_coef=-0\.1 is out of range; it must be >= 0"),
 ])
 def test_bad_loss_variant_values_are_one_line_errors(overrides, needle):

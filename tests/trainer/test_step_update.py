@@ -162,3 +162,23 @@ def test_kl_is_logged_only_when_a_reference_ran(tiny_llama_path):
     run = make_run(tiny_llama_path, "algo.beta=0.1")
     metrics, _, _ = train_on_batch(run, scored_batch(run))
     assert metrics["kl"] >= 0.0
+
+
+def test_top_entropy_quantile_keeps_the_batchs_top_tokens(tiny_llama_path):
+    # q = 0.25: one threshold over the optimizer step's completion tokens (the sampling
+    # policy's entropies), so about a quarter of them keep the policy term, whatever the
+    # micro-batch; the step trains and logs finite numbers.
+    from grpo_cli.trainer.step import _all_logprobs, _keep_high_entropy
+
+    run = make_run(tiny_llama_path, "algo.beta=0", "algo.top_entropy_quantile=0.25",
+                   "trainer.micro_batch_size=3")
+    batch = scored_batch(run)
+    mask = batch.rollout.completion_mask.float()  # [8, L]
+    _, ent = _all_logprobs(run.policy.model, batch.rollout, 8, 1.0, with_entropy=True)
+    keep = _keep_high_entropy(run.parts, ent, mask, torch.arange(8))  # [8, L]
+    tokens = int(mask.sum())
+    assert not (keep & (mask == 0)).any()
+    assert abs(int(keep.sum()) - 0.25 * tokens) <= 1
+    assert ent[keep].min() >= ent[(mask > 0) & ~keep].max()
+    metrics, _, skipped = train_on_batch(run, batch)
+    assert not skipped and all(math.isfinite(v) for v in metrics.values())
