@@ -157,6 +157,12 @@ class RewardConfig:
     components: Dict[str, Any] = field(default_factory=dict)
     # Worker threads scoring a batch.
     num_workers: int = bounded(4, lo=1)
+    # How several components make the reward the advantage is taken from: sum_then_normalize =
+    # the weighted sum (GRPO); normalize_then_sum = GDPO: each component normalised within its
+    # group, then weighted and summed (the paper then scales over the batch:
+    # algo.scale_rewards=batch). Logged rewards are the weighted sum either way.
+    aggregation: str = choice("sum_then_normalize", ["sum_then_normalize", "normalize_then_sum"],
+                              only="train")
 
 
 @dataclass

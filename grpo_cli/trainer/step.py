@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import torch
 
-from grpo_cli.algo.advantages import compute_advantages, zero_std_mask
+from grpo_cli.algo.advantages import compute_advantages, decoupled_rewards, zero_std_mask
 from grpo_cli.algo.logprobs import completion_logprobs
 from grpo_cli.algo.loss import combine_metrics, grpo_loss
 from grpo_cli.algo.policy_losses import high_entropy_mask
@@ -297,6 +297,18 @@ def _accumulate(parts: RunParts, state: RunState, ro: Rollout, rows_mini: torch.
     return out
 
 
+def _advantage_rewards(cfg: Any, batch: ScoredBatch) -> torch.Tensor:
+    """The [N] rewards advantages are taken from: the weighted total, or under
+    reward.aggregation=normalize_then_sum GDPO's sum of group-normalised components."""
+    if cfg.reward.aggregation == "sum_then_normalize" or not batch.components:
+        return batch.total
+    names = list(batch.components)
+    comps = torch.stack([batch.components[k] for k in names], dim=1)  # [N, K]
+    weights = torch.tensor([float(cfg.reward.components[k].weight) for k in names])  # [K]
+    return decoupled_rewards(comps, weights, cfg.algo.num_generations, cfg.algo.adv_eps,
+                             batch.scored)
+
+
 def update(parts: RunParts, state: RunState, batch: ScoredBatch) -> StepStats:
     """Advantages, then the gradient steps on one scored batch.
 
@@ -306,9 +318,9 @@ def update(parts: RunParts, state: RunState, batch: ScoredBatch) -> StepStats:
     cfg, algo = parts.cfg, parts.cfg.algo
     model, ro = parts.policy.model, batch.rollout
     device = ro.completion_ids.device
-    adv = compute_advantages(batch.total, algo.num_generations, scale=algo.scale_rewards,
-                             baseline=algo.baseline, eps=algo.adv_eps,
-                             valid=batch.scored).to(device)  # [N]
+    adv = compute_advantages(_advantage_rewards(cfg, batch), algo.num_generations,
+                             scale=algo.scale_rewards, baseline=algo.baseline,
+                             eps=algo.adv_eps, valid=batch.scored).to(device)  # [N]
     loss_mask = ro.completion_mask.float()  # [N, L]
     if algo.mask_truncated:
         loss_mask = loss_mask * (~ro.truncated).float().unsqueeze(1)  # [N, L]

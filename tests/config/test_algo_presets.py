@@ -1,4 +1,5 @@
-"""The loss-variant presets (algo=gspo, algo=cispo) and the rules of their keys."""
+"""The loss-variant presets (algo=gspo, algo=cispo) and the rules of their keys (and of
+reward.aggregation, GDPO's)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,17 @@ def test_delta_composes_above_the_clip():
     (["algo.epsilon_low=1"], "only algo.policy_loss=cispo takes 1"),
     (["algo.top_entropy_quantile=0"], r"algo\.top_entropy_quantile=0\.0 is out of range"),
     (["algo.top_entropy_quantile=1.5"], r"must be <= 1"),
+    (["reward.aggregation=mean"], "reward.aggregation='mean' is not allowed"),
     (["algo.entropy_coef=-0.1"], r"algo\.entropy_coef=-0\.1 is out of range; it must be >= 0"),
 ])
 def test_bad_loss_variant_values_are_one_line_errors(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         compose_config("train", overrides)
+
+
+def test_gdpo_aggregation_composes(capsys):
+    out = in_process.grpo(capsys, "train", "reward.aggregation=normalize_then_sum",
+                          "algo.scale_rewards=batch", "--cfg", "job")
+    assert out.returncode == 0, out.stderr
+    cfg = OmegaConf.create(out.stdout)
+    assert (cfg.reward.aggregation, cfg.algo.scale_rewards) == ("normalize_then_sum", "batch")

@@ -182,3 +182,24 @@ def test_top_entropy_quantile_keeps_the_batchs_top_tokens(tiny_llama_path):
     assert ent[keep].min() >= ent[(mask > 0) & ~keep].max()
     metrics, _, skipped = train_on_batch(run, batch)
     assert not skipped and all(math.isfinite(v) for v in metrics.values())
+
+
+def test_gdpo_aggregation_takes_the_advantages_from_normalised_components(tiny_llama_path):
+    # reward=math: correctness (weight 1) and format (weight 0.1). Group 0: correctness
+    # [1, 0, 0, 0] and format [1, 1, 1, 0]; group 1 the same. Each normalised in its group
+    # (unbiased std 0.5 for both): correctness [1.5, -0.5, -0.5, -0.5], format
+    # [0.5, 0.5, 0.5, -1.5] * 0.1 -> [1.55, -0.45, -0.45, -0.65]; then algo.scale_rewards=none
+    # takes the group mean (0) off: the same numbers. The weighted total [1.1, 0.1, 0.1, 0]
+    # would give [0.775, -0.225, -0.225, -0.325].
+    from grpo_cli.algo.advantages import compute_advantages
+
+    run = make_run(tiny_llama_path, "algo.beta=0", "algo.scale_rewards=none",
+                   "reward.aggregation=normalize_then_sum")
+    batch = scored_batch(run, rewards=[1.1, 0.1, 0.1, 0.0] * 2)
+    batch.components = {"correctness": torch.tensor([1.0, 0.0, 0.0, 0.0] * 2),
+                        "format": torch.tensor([1.0, 1.0, 1.0, 0.0] * 2)}
+    _, adv, skipped = train_on_batch(run, batch)
+    assert not skipped
+    assert adv.tolist() == pytest.approx([1.55, -0.45, -0.45, -0.65] * 2, abs=1e-3)
+    summed = compute_advantages(batch.total, G, scale="none")
+    assert summed.tolist() == pytest.approx([0.775, -0.225, -0.225, -0.325] * 2, abs=1e-5)
