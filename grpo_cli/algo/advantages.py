@@ -42,6 +42,7 @@ from torch import Tensor
 
 __all__ = [
     "BASELINES",
+    "REWARD_AGGREGATIONS",
     "SCALES",
     "compute_advantages",
     "decoupled_rewards",
@@ -204,3 +205,23 @@ def decoupled_rewards(components: Tensor, weights: Tensor, num_generations: int,
                                   baseline="mean", eps=eps, valid=ok)  # [B*G]
         out = out + float(weights[k]) * norm  # [B*G]
     return out
+
+
+def _weighted_sum(total: Tensor, components: Tensor, weights: Tensor, num_generations: int,
+                  eps: float, valid: Tensor | None) -> Tensor:
+    """``sum_then_normalize``: the stack's weighted total, as it is."""
+    return total  # [B*G]
+
+
+def _normalized_sum(total: Tensor, components: Tensor, weights: Tensor, num_generations: int,
+                    eps: float, valid: Tensor | None) -> Tensor:
+    """``normalize_then_sum``: GDPO, :func:`decoupled_rewards`."""
+    return decoupled_rewards(components, weights, num_generations, eps, valid)  # [B*G]
+
+
+# reward.aggregation -> the [B*G] reward the advantage is taken from, given the weighted
+# total [B*G], the components [B*G, K] (NaN = not applicable) and their weights [K].
+REWARD_AGGREGATIONS: dict[str, Callable[..., Tensor]] = {
+    "sum_then_normalize": _weighted_sum,
+    "normalize_then_sum": _normalized_sum,
+}

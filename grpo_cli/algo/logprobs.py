@@ -106,7 +106,8 @@ class _ChunkedLogProb(torch.autograd.Function):
                 prob = logp.exp()  # [c, V]
                 ent = -(prob * logp).sum(dim=-1, keepdim=True)  # [c, 1]
                 ge = grad_ent[start:end, None].float()  # [c, 1]
-                d = prob * (-g - ge * (logp + ent))  # [c, V]: -p g - g_H p (log p + H)
+                # -g_H p (log p + H) - g p, in place: two float32 chunks alive, not four
+                d = logp.add_(ent).mul_(prob).mul_(-ge).sub_(prob.mul_(g))  # [c, V]
             d.scatter_add_(-1, ids[start:end, None], g)  # + onehot * grad
             if temperature != 1.0:
                 d.div_(temperature)

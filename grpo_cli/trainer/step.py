@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import torch
 
-from grpo_cli.algo.advantages import compute_advantages, decoupled_rewards, zero_std_mask
+from grpo_cli.algo.advantages import REWARD_AGGREGATIONS, compute_advantages, zero_std_mask
 from grpo_cli.algo.logprobs import completion_logprobs
 from grpo_cli.algo.loss import combine_metrics, grpo_loss
 from grpo_cli.algo.policy_losses import high_entropy_mask
@@ -298,15 +298,14 @@ def _accumulate(parts: RunParts, state: RunState, ro: Rollout, rows_mini: torch.
 
 
 def _advantage_rewards(cfg: Any, batch: ScoredBatch) -> torch.Tensor:
-    """The [N] rewards advantages are taken from: the weighted total, or under
-    reward.aggregation=normalize_then_sum GDPO's sum of group-normalised components."""
-    if cfg.reward.aggregation == "sum_then_normalize" or not batch.components:
-        return batch.total
+    """The [N] rewards advantages are taken from, as reward.aggregation says: the weighted
+    total, or GDPO's sum of group-normalised components."""
     names = list(batch.components)
-    comps = torch.stack([batch.components[k] for k in names], dim=1)  # [N, K]
+    comps = torch.stack([batch.components[k] for k in names], dim=1) if names \
+        else batch.total.new_zeros(len(batch.total), 0)  # [N, K]
     weights = torch.tensor([float(cfg.reward.components[k].weight) for k in names])  # [K]
-    return decoupled_rewards(comps, weights, cfg.algo.num_generations, cfg.algo.adv_eps,
-                             batch.scored)
+    return REWARD_AGGREGATIONS[cfg.reward.aggregation](
+        batch.total, comps, weights, cfg.algo.num_generations, cfg.algo.adv_eps, batch.scored)
 
 
 def update(parts: RunParts, state: RunState, batch: ScoredBatch) -> StepStats:

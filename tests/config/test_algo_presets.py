@@ -62,3 +62,18 @@ def test_gdpo_aggregation_composes(capsys):
     assert out.returncode == 0, out.stderr
     cfg = OmegaConf.create(out.stdout)
     assert (cfg.reward.aggregation, cfg.algo.scale_rewards) == ("normalize_then_sum", "batch")
+
+
+def test_the_schemas_choices_are_the_registries_names():
+    from dataclasses import fields
+
+    from grpo_cli.algo.advantages import REWARD_AGGREGATIONS
+    from grpo_cli.algo.policy_losses import POLICY_LOSSES, RATIO_LEVELS
+    from grpo_cli.config.schema import AlgoConfig, RewardConfig
+
+    def choices(schema, name):
+        return set(next(f for f in fields(schema) if f.name == name).metadata["choices"])
+
+    assert choices(AlgoConfig, "policy_loss") == set(POLICY_LOSSES)
+    assert choices(AlgoConfig, "ratio_level") == set(RATIO_LEVELS)
+    assert choices(RewardConfig, "aggregation") == set(REWARD_AGGREGATIONS)
