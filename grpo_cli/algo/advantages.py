@@ -24,6 +24,13 @@ of the batch, :func:`frac_zero_std`, is the first number to watch during trainin
 
 Variants are data: :data:`BASELINES` and :data:`SCALES` map a name to a function, so adding a
 variant is one dict entry, not another branch.
+
+Several rewards: the advantage is normally computed from the weighted sum ``r_i = sum_k w_k
+r_ik`` (``sum_then_normalize``). GDPO (Liu et al. 2026, arXiv 2601.05242) normalises each
+component within its group first and sums those, :func:`decoupled_rewards`
+(``normalize_then_sum``): ``r'_i = sum_k w_k (r_ik - mean_g r_k) / (std_g r_k + eps)``, so
+that distinct reward combinations no longer collapse onto one advantage; the paper then
+normalises ``r'`` over the batch (``scale='batch'``).
 """
 
 from __future__ import annotations
@@ -35,8 +42,10 @@ from torch import Tensor
 
 __all__ = [
     "BASELINES",
+    "REWARD_AGGREGATIONS",
     "SCALES",
     "compute_advantages",
+    "decoupled_rewards",
     "frac_zero_std",
     "zero_std_mask",
 ]
@@ -171,3 +180,48 @@ def compute_advantages(
     teaches = ~zero_std_mask(rewards, num_generations, ok.reshape(-1))  # [B]
     adv = torch.where(teaches.unsqueeze(1) & ok, adv, torch.zeros_like(adv))  # [B, G]
     return adv.reshape(-1)  # [B*G]
+
+
+def decoupled_rewards(components: Tensor, weights: Tensor, num_generations: int,
+                      eps: float = 1e-4, valid: Tensor | None = None) -> Tensor:
+    """GDPO's reward before its advantage: each component normalised within its group, then
+    weighted and summed.
+
+    Args:
+        components: ``[B*G, K]`` rewards per component, NaN where one does not apply (left out
+            of that component's group mean and std; it contributes 0 to that sample).
+        weights: ``[K]`` the components' weights.
+        num_generations, eps, valid: as in :func:`compute_advantages`.
+
+    Returns:
+        ``[B*G]``: ``sum_k w_k * compute_advantages(r_k, G, 'group', 'mean', eps, applicable)``;
+        a component that is constant within a group adds exactly 0 there.
+    """
+    out = torch.zeros(components.shape[0])  # [B*G]
+    for k in range(components.shape[1]):
+        r = components[:, k].float()  # [B*G]
+        ok = ~torch.isnan(r) if valid is None else ~torch.isnan(r) & valid.bool()  # [B*G]
+        norm = compute_advantages(torch.nan_to_num(r), num_generations, scale="group",
+                                  baseline="mean", eps=eps, valid=ok)  # [B*G]
+        out = out + float(weights[k]) * norm  # [B*G]
+    return out
+
+
+def _weighted_sum(total: Tensor, components: Tensor, weights: Tensor, num_generations: int,
+                  eps: float, valid: Tensor | None) -> Tensor:
+    """``sum_then_normalize``: the stack's weighted total, as it is."""
+    return total  # [B*G]
+
+
+def _normalized_sum(total: Tensor, components: Tensor, weights: Tensor, num_generations: int,
+                    eps: float, valid: Tensor | None) -> Tensor:
+    """``normalize_then_sum``: GDPO, :func:`decoupled_rewards`."""
+    return decoupled_rewards(components, weights, num_generations, eps, valid)  # [B*G]
+
+
+# reward.aggregation -> the [B*G] reward the advantage is taken from, given the weighted
+# total [B*G], the components [B*G, K] (NaN = not applicable) and their weights [K].
+REWARD_AGGREGATIONS: dict[str, Callable[..., Tensor]] = {
+    "sum_then_normalize": _weighted_sum,
+    "normalize_then_sum": _normalized_sum,
+}

@@ -12,7 +12,8 @@ it would double it again. :func:`selective_log_softmax` instead upcasts ``chunk_
 at a time, gathers the chosen logit and subtracts the row's logsumexp, so the full float32
 ``[N, L, V]`` log-softmax is never materialised, in the forward or the backward pass (a
 custom autograd function keeps only the logits and one logsumexp per row, and rebuilds each
-float32 chunk for the gradient). The entropy metric comes from the same pass.
+float32 chunk for the gradient). The entropies come from the same pass: a metric, or with
+their gradient an entropy bonus.
 
 :func:`completion_logprobs` runs the model in micro-batches with ``logits_to_keep=L+1`` so
 the lm head is applied only at the positions that predict completion tokens, and passes
@@ -59,14 +60,16 @@ class _ChunkedLogProb(torch.autograd.Function):
     a single ``[R, V]`` gradient. Plain autograd through chunked slices would instead keep
     every float32 chunk alive until the backward pass and allocate a zero-filled ``[R, V]``
     per chunk (slice and gather backward). With ``entropy=True`` the per-row entropy
-    ``-sum(p * log p)`` comes from the same pass (no gradient), with ``log p = z - lse``
-    formed first: ``lse - sum(p * z)`` is the same number but subtracts two values of the
-    logits' size, and loses ~0.15 nats to float32 cancellation at logit scale 1000.
+    ``-sum(p * log p)`` comes from the same pass, with ``log p = z - lse`` formed first:
+    ``lse - sum(p * z)`` is the same number but subtracts two values of the logits' size,
+    and loses ~0.15 nats to float32 cancellation at logit scale 1000. It has a gradient only
+    with ``entropy_grad`` (an entropy bonus in the loss): ``dH/dz_v = -p_v (log p_v + H)``,
+    rebuilt per chunk in the same backward loop (``z = logits / T``, so divided by ``T``).
     """
 
     @staticmethod
     def forward(ctx, logits: Tensor, ids: Tensor, chunk: int, temperature: float,
-                entropy: bool) -> tuple[Tensor, Tensor]:
+                entropy: bool, entropy_grad: bool = False) -> tuple[Tensor, Tensor]:
         lses, picked, ents = [], [], []
         for start in range(0, logits.shape[0], chunk):
             z = _scaled(logits[start : start + chunk], temperature)  # [c, V]
@@ -80,38 +83,52 @@ class _ChunkedLogProb(torch.autograd.Function):
         ctx.save_for_backward(logits, ids, lse_all)
         ctx.chunk, ctx.temperature = chunk, temperature
         ent = torch.cat(ents) if entropy else lse_all.new_zeros(0)
-        ctx.mark_non_differentiable(ent)
+        if not (entropy and entropy_grad):
+            ctx.mark_non_differentiable(ent)
+        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None
         return torch.cat(picked), ent  # [R], [R] or [0]
 
     @staticmethod
-    def backward(ctx, grad: Tensor, _grad_ent: Tensor):  # grad [R]
+    def backward(ctx, grad: Tensor | None, grad_ent: Tensor | None):  # [R] each
         logits, ids, lse = ctx.saved_tensors
         chunk, temperature = ctx.chunk, ctx.temperature
         out = torch.empty_like(logits)  # [R, V] in the logits' dtype
+        if grad is None:
+            grad = lse.new_zeros(lse.shape)  # [R]
         for start in range(0, logits.shape[0], chunk):
             end = start + chunk
             z = _scaled(logits[start:end], temperature)  # [c, V]
             g = grad[start:end, None].float()  # [c, 1]
-            d = torch.sub(z, lse[start:end, None]).exp_().mul_(-g)  # -softmax * grad
+            if grad_ent is None:
+                d = torch.sub(z, lse[start:end, None]).exp_().mul_(-g)  # -softmax * grad
+            else:
+                logp = torch.sub(z, lse[start:end, None])  # [c, V]
+                prob = logp.exp()  # [c, V]
+                ent = -(prob * logp).sum(dim=-1, keepdim=True)  # [c, 1]
+                ge = grad_ent[start:end, None].float()  # [c, 1]
+                # -g_H p (log p + H) - g p, in place: two float32 chunks alive, not four
+                d = logp.add_(ent).mul_(prob).mul_(-ge).sub_(prob.mul_(g))  # [c, V]
             d.scatter_add_(-1, ids[start:end, None], g)  # + onehot * grad
             if temperature != 1.0:
                 d.div_(temperature)
             out[start:end] = d
-        return out, None, None, None, None
+        return out, None, None, None, None, None
 
 
 def logprobs_and_entropy(logits: Tensor, ids: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                         temperature: float = 1.0, entropy: bool = True
-                         ) -> tuple[Tensor, Tensor | None]:
-    """:func:`selective_log_softmax` and, with ``entropy``, the detached per-row entropy
-    ``-sum_v p_v log p_v`` of ``softmax(logits / temperature)`` from the same pass."""
+                         temperature: float = 1.0, entropy: bool = True,
+                         entropy_grad: bool = False) -> tuple[Tensor, Tensor | None]:
+    """:func:`selective_log_softmax` and, with ``entropy``, the per-row entropy
+    ``-sum_v p_v log p_v`` of ``softmax(logits / temperature)`` from the same pass: detached,
+    or differentiable w.r.t. ``logits`` with ``entropy_grad`` (for an entropy bonus)."""
     vocab = logits.shape[-1]
     flat_logits = logits.reshape(-1, vocab)  # [R, V]
     flat_ids = ids.reshape(-1).long()  # [R]
     if flat_logits.shape[0] == 0:
         empty = logits.new_zeros(ids.shape, dtype=torch.float32)  # [...]
         return empty, (empty.clone() if entropy else None)
-    picked, ent = _ChunkedLogProb.apply(flat_logits, flat_ids, chunk_size, temperature, entropy)
+    picked, ent = _ChunkedLogProb.apply(flat_logits, flat_ids, chunk_size, temperature, entropy,
+                                        entropy_grad)
     return picked.view(ids.shape), (ent.view(ids.shape) if entropy else None)
 
 
@@ -150,6 +167,7 @@ def completion_logprobs(
     micro_batch_size: int,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     with_entropy: bool = False,
+    entropy_grad: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs of the last ``completion_len`` tokens of each row under ``model``.
 
@@ -165,10 +183,11 @@ def completion_logprobs(
         micro_batch_size: rows per forward pass.
         chunk_size: rows upcast to float32 at a time in the log-softmax.
         with_entropy: also return per-token entropies.
+        entropy_grad: the entropies carry a gradient (an entropy bonus in the loss).
 
     Returns:
-        ``(logp, entropy)``: ``[N, L]`` float32 each; ``entropy`` is None unless requested
-        and is always detached (a metric, not part of the loss).
+        ``(logp, entropy)``: ``[N, L]`` float32 each; ``entropy`` is None unless requested,
+        and detached (a metric) unless ``entropy_grad``.
     """
     if completion_len < 1 or completion_len >= input_ids.shape[1]:
         raise ValueError(
@@ -184,8 +203,9 @@ def completion_logprobs(
         groups = prompt_groups(ids, mask, completion_len) if share else None
         run = _forward_shared if groups is not None else _forward_plain
         parts = run(model, ids, mask, completion_len, groups)  # [(logits [n, l, V], ids [n, l])]
-        pairs = [logprobs_and_entropy(lg, tg, chunk_size, temperature, with_entropy)
-                 for lg, tg in parts]  # entropy: a metric, computed in the same pass
+        pairs = [logprobs_and_entropy(lg, tg, chunk_size, temperature, with_entropy,
+                                      entropy_grad)
+                 for lg, tg in parts]  # entropy: from the same pass
         logps.append(torch.cat([lp for lp, _ in pairs], dim=1))  # [n, L]
         if with_entropy:
             entropies.append(torch.cat([e for _, e in pairs], dim=1))  # [n, L]

@@ -6,7 +6,11 @@ Per completion token t of sequence i (``mask`` marks completion tokens, not padd
     l_t   = -min(rho_t * A_i, clip(rho_t, 1 - eps_low, 1 + eps_high) * A_i) + beta * KL_t
     KL_t  = exp(ref_t - logp_t) - (ref_t - logp_t) - 1      (k3 estimator, always >= 0)
 
-``eps_high > eps_low`` is DAPO's clip-higher (0.2 / 0.28).
+``eps_high > eps_low`` is DAPO's clip-higher (0.2 / 0.28). The ratio and the surrogate are
+variants kept as data in :mod:`grpo_cli.algo.policy_losses`: ``settings.ratio_level``
+(``token``, or GSPO's ``sequence``) and ``settings.policy_loss`` (this ``clip``, with
+INTELLECT-2's ``delta`` cap, or CISPO's ``cispo``); the KL term, the sampler weight and
+the aggregation are the same for all of them.
 
 Sampler correction: given ``sampler_logp`` (the log-probs of weights that sampled the tokens
 and differ from the trained ones), each token's policy-gradient term is multiplied by
@@ -47,6 +51,9 @@ from typing import Callable, Iterable, Mapping
 import torch
 from torch import Tensor
 
+from grpo_cli.algo.policy_losses import POLICY_LOSSES, RATIO_LEVELS
+from grpo_cli.algo.policy_losses import masked as _masked
+
 __all__ = [
     "AGGREGATIONS",
     "AdaptiveKLController",
@@ -57,11 +64,6 @@ __all__ = [
     "grpo_loss",
     "k3_kl",
 ]
-
-
-def _masked(diff: Tensor, on: Tensor | None) -> Tensor:
-    """``diff`` with padded positions set to 0 (where, not multiply: no NaN gets through)."""
-    return diff if on is None else torch.where(on, diff, torch.zeros_like(diff))
 
 
 def k3_kl(logp: Tensor, ref_logp: Tensor, on: Tensor | None = None) -> Tensor:
@@ -143,6 +145,18 @@ class LossSettings:
     max_completion_length: int  # the ``max_len`` of :func:`aggregate` (Dr. GRPO's normaliser)
     # Cap of the sampler importance weight; None = no correction even with ``sampler_logp``.
     is_cap: float | None = None
+    policy_loss: str = "clip"  # one of policy_losses.POLICY_LOSSES
+    ratio_level: str = "token"  # one of policy_losses.RATIO_LEVELS
+    # INTELLECT-2's cap of the unclipped ratio (binds for A < 0); None = off. ``clip`` only.
+    delta: float | None = None
+    # Entropy bonus: ``- entropy_coef * H_t`` per token (needs ``entropy`` with its gradient).
+    entropy_coef: float = 0.0
+
+
+def _lookup(table: Mapping[str, Callable], name: str, what: str) -> Callable:
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; allowed: {', '.join(sorted(table))}")
+    return table[name]
 
 
 def grpo_loss(
@@ -156,6 +170,8 @@ def grpo_loss(
     num_seqs: int | None = None,
     num_tokens: int | None = None,
     sampler_logp: Tensor | None = None,
+    entropy: Tensor | None = None,
+    policy_mask: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """GRPO loss for one (micro-)batch of ``N`` completions of padded length ``L``.
 
@@ -165,16 +181,23 @@ def grpo_loss(
         ref_logp: ``[N, L]`` reference log-probs, or None (then ``settings.beta`` must be 0).
         adv: ``[N]`` advantages, one per completion.
         mask: ``[N, L]`` completion mask (bool or float).
-        settings: clip range, ``beta``, aggregation, max completion length, ``is_cap``.
+        settings: clip range, ``beta``, aggregation, max completion length, ``is_cap``,
+            the surrogate (``policy_loss``, ``delta``) and the ratio level.
         num_seqs, num_tokens: the optimizer step's totals, see :func:`aggregate`.
         sampler_logp: ``[N, L]`` log-probs under the weights that sampled the tokens, when
             those differ from ``old_logp``'s; with ``settings.is_cap`` the per-token loss is
             weighted by ``min(exp(old_logp - sampler_logp), is_cap)``.
+        entropy: ``[N, L]`` token entropies of the policy, with their gradient; needed when
+            ``settings.entropy_coef > 0``: ``- entropy_coef * H_t`` joins each token's loss
+            (an entropy bonus, aggregated like the rest; not part of ``pg_loss``).
+        policy_mask: ``[N, L]`` bool, the tokens that keep the policy term (the high-entropy
+            ones, :func:`~grpo_cli.algo.policy_losses.high_entropy_mask`); None = all. The
+            KL term and the aggregation's token counts are unchanged.
 
     Returns:
         ``(loss, sums)``: the scalar loss, and detached 0-dim tensors that add up across
         micro-batches: ``pg_loss`` (the policy term of ``loss``, sampler weight included, so
-        ``pg_loss == loss`` when ``beta = 0``), ``kl_sum``,
+        ``pg_loss == loss`` when ``beta = 0`` and ``entropy_coef = 0``), ``kl_sum``,
         ``clip_low_sum``, ``clip_high_sum``, ``ratio_sum``, ``is_weight_sum``,
         ``sampler_gap_sum`` (``|old_logp - sampler_logp|``; masked sums over tokens) and
         ``num_tokens``. Turn a list of them into logged values with :func:`combine_metrics`.
@@ -183,12 +206,20 @@ def grpo_loss(
     agg, max_len, is_cap = settings.loss_agg, settings.max_completion_length, settings.is_cap
     if ref_logp is None and beta != 0.0:
         raise ValueError(f"beta={beta} needs ref_logp; pass ref_logp or set beta=0")
+    coef = settings.entropy_coef
+    if entropy is None and coef != 0.0:
+        raise ValueError(f"entropy_coef={coef} needs the token entropies; pass entropy")
     on = mask.bool()  # [N, L]
     mask_f = mask.to(logp.dtype)  # [N, L]
     adv = adv.to(logp.dtype).unsqueeze(1)  # [N, 1]
-    ratio = torch.exp(_masked(logp - old_logp, on))  # [N, L]
-    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)  # [N, L]
-    pg_per_token = -torch.min(ratio * adv, clipped * adv)  # [N, L]
+    log_ratio = _lookup(RATIO_LEVELS, settings.ratio_level, "ratio level")(
+        logp, old_logp, on)  # [N, L]
+    term = _lookup(POLICY_LOSSES, settings.policy_loss, "policy loss")(
+        logp, log_ratio, adv, on, eps_low, eps_high, settings.delta)
+    ratio, pg_per_token = term.ratio, term.per_token  # [N, L] each
+    if policy_mask is not None:
+        pg_per_token = torch.where(policy_mask, pg_per_token,
+                                   torch.zeros_like(pg_per_token))  # [N, L]
     gap = (_masked(old_logp - sampler_logp, on).detach()
            if sampler_logp is not None else None)  # [N, L]
     weight = None
@@ -201,13 +232,13 @@ def grpo_loss(
         per_token = per_token + beta * kl  # [N, L]
     else:
         kl = torch.zeros_like(logp)  # [N, L]
+    if coef != 0.0:
+        per_token = per_token - coef * _masked(entropy, on)  # [N, L]
     loss = aggregate(per_token, mask, agg, max_len, num_seqs, num_tokens)  # []
 
     with torch.no_grad():
         pg_loss = aggregate(pg_per_token, mask, agg, max_len, num_seqs, num_tokens)  # []
-        # Clipping changes the objective only where the clipped term is the min.
-        clip_low = (ratio < 1.0 - eps_low) & (adv < 0)  # [N, L]
-        clip_high = (ratio > 1.0 + eps_high) & (adv > 0)  # [N, L]
+        clip_low, clip_high = term.clip_low, term.clip_high  # [N, L] bool each
         sums = {
             "pg_loss": pg_loss.detach(),
             "kl_sum": (kl * mask_f).sum().detach(),

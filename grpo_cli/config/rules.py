@@ -40,8 +40,23 @@ def _walk(schema: Any, cfg: Any, prefix: str) -> None:
 
 
 def _rule_clip(c: GrpoConfig) -> str | None:
-    if c.algo.epsilon_low >= 1:
-        return f"algo.epsilon_low={c.algo.epsilon_low} must be < 1 (the ratio floor 1-eps > 0)"
+    # CISPO clips a weight, not the objective: a floor of 0 (epsilon_low=1) is "no lower bound".
+    if c.algo.epsilon_low >= 1 and c.algo.policy_loss != "cispo":
+        return (f"algo.epsilon_low={c.algo.epsilon_low} must be < 1 (the ratio floor 1-eps > 0;"
+                " only algo.policy_loss=cispo takes 1, no lower bound)")
+    return None
+
+
+def _rule_delta(c: GrpoConfig) -> str | None:
+    a = c.algo
+    if a.delta is None:
+        return None
+    if a.policy_loss != "clip":
+        return (f"algo.delta={a.delta} caps the unclipped ratio of algo.policy_loss=clip; "
+                f"{a.policy_loss} has none: set algo.delta=null")
+    if a.delta <= 1 + a.epsilon_high:
+        return (f"algo.delta={a.delta} must be > 1 + algo.epsilon_high = {1 + a.epsilon_high:g}"
+                " (below it, it would cut positive-advantage tokens the clip keeps)")
     return None
 
 
@@ -99,7 +114,7 @@ Rule = Callable[[GrpoConfig], Optional[str]]
 # every rule about the config itself.
 SHARED_RULES: List[Rule] = [_rule_clip, _rule_min_tokens, _rule_quant_lora, _rule_adapter_lora]
 CROSS_FIELD_RULES: List[Rule] = SHARED_RULES + [
-    _rule_rewards, _rule_rloo, _rule_kl_target, _rule_lora_dropout,
+    _rule_rewards, _rule_rloo, _rule_kl_target, _rule_lora_dropout, _rule_delta,
 ] + VLLM_TRAIN_RULES + VLLM_SHARED_RULES
 SHARED_RULES = SHARED_RULES + VLLM_SHARED_RULES
 

@@ -157,6 +157,12 @@ class RewardConfig:
     components: Dict[str, Any] = field(default_factory=dict)
     # Worker threads scoring a batch.
     num_workers: int = bounded(4, lo=1)
+    # How several components make the reward the advantage is taken from: sum_then_normalize =
+    # the weighted sum (GRPO); normalize_then_sum = GDPO: each component normalised within its
+    # group, then weighted and summed (the paper then scales over the batch:
+    # algo.scale_rewards=batch). Logged rewards are the weighted sum either way.
+    aggregation: str = choice("sum_then_normalize", ["sum_then_normalize", "normalize_then_sum"],
+                              only="train")
 
 
 @dataclass
@@ -168,6 +174,24 @@ class AlgoConfig:
     # Clip range of the ratio: [1 - epsilon_low, 1 + epsilon_high] (DAPO clip-higher: 0.28).
     epsilon_low: float = bounded(0.2, lo=0, hi=1)
     epsilon_high: float = bounded(0.2, lo=0)
+    # The policy-gradient surrogate (README "Algorithms"): clip = PPO/GRPO's clipped ratio;
+    # cispo = MiniMax-M1's clipped, detached importance weight times logp (every token keeps
+    # a gradient; the paper sets no lower bound: epsilon_low=1).
+    policy_loss: str = choice("clip", ["clip", "cispo"])
+    # Importance ratio per token (GRPO), or per sequence (GSPO: exp of the mean token
+    # log-ratio of the completion, clipped as one; GSPO's own range is 3e-4 / 4e-4).
+    ratio_level: str = choice("token", ["token", "sequence"])
+    # INTELLECT-2's two-sided clipping: the unclipped ratio is capped at delta, so a token
+    # with a negative advantage and a runaway ratio stops pushing (null = off; must be
+    # > 1 + epsilon_high; policy_loss=clip only).
+    delta: Optional[float] = bounded(None, gt=1)
+    # Entropy bonus: each token's loss gets - entropy_coef * H_t (the policy's token entropy,
+    # with its gradient: pushes against entropy collapse; 0 = off, no extra work).
+    entropy_coef: float = bounded(0.0, lo=0)
+    # Keep the policy term only on the tokens whose entropy is in the top q of the optimizer
+    # step's completion tokens (every rank's; "Beyond the 80/20 Rule": 0.2). The entropies are
+    # the sampling policy's (one more no-grad pass); the KL term keeps every token; 1 = off.
+    top_entropy_quantile: float = bounded(1.0, gt=0, hi=1)
     # Token aggregation of the loss.
     loss_agg: str = choice("seq_mean_token_mean",
                            ["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"])

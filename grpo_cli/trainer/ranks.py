@@ -5,6 +5,8 @@
     global_counts(parts, seqs, tokens)      an optimizer step's sequence and token totals
     finish_update(parts, loss)              the gradient sum, the global loss of an update
     global_loss_parts(parts, sums)          the loss sums of every rank, added up
+    global_entropy_threshold(parts, ent, q) algo.top_entropy_quantile's threshold over every
+                                            rank's tokens of an optimizer step
     sync_state(parts, state)                an OOM halving on one rank halves everywhere
     global_step_view(parts, state, ...)     rank 0's view of the whole step, for metrics.jsonl
     RankTracker                             the tracker of ranks > 0: writes nothing
@@ -71,6 +73,17 @@ def global_loss_parts(parts: Any, sums: list[dict]) -> list[dict]:
     keys = sorted(sums[0])
     local = [sum(float(s[k]) for s in sums) for k in keys]
     return [dict(zip(keys, (torch.tensor(v) for v in parts.dist.sum(local))))]
+
+
+def global_entropy_threshold(parts: Any, entropies: torch.Tensor, quantile: float) -> float:
+    """The entropy of the top `quantile` of an optimizer step's completion tokens (1-D
+    `entropies`, this rank's) over every rank: each rank's micro-batches then keep the same
+    tokens they would in one whole-batch pass."""
+    from grpo_cli.algo.policy_losses import entropy_threshold
+
+    if parts.dist.active:
+        entropies = torch.cat([torch.as_tensor(e) for e in parts.dist.gather(entropies.cpu())])
+    return entropy_threshold(entropies, quantile)
 
 
 def sync_state(parts: Any, state: Any) -> None:

@@ -29,13 +29,20 @@ from typing import Any, Optional
 
 import torch
 
-from grpo_cli.algo.advantages import compute_advantages, zero_std_mask
+from grpo_cli.algo.advantages import REWARD_AGGREGATIONS, compute_advantages, zero_std_mask
 from grpo_cli.algo.logprobs import completion_logprobs
 from grpo_cli.algo.loss import combine_metrics, grpo_loss
+from grpo_cli.algo.policy_losses import high_entropy_mask
 from grpo_cli.rollout.engine import Rollout, concat_rollouts
 from grpo_cli.trainer.memory import halve_micro_batch, halve_rollout_batch, retry_on_oom
 from grpo_cli.trainer.parts import RunParts, RunState
-from grpo_cli.trainer.ranks import finish_update, global_counts, global_loss_parts, take_prompts
+from grpo_cli.trainer.ranks import (
+    finish_update,
+    global_counts,
+    global_entropy_threshold,
+    global_loss_parts,
+    take_prompts,
+)
 from grpo_cli.trainer.settings import loss_settings, rollout_seed, sampling_settings
 
 
@@ -195,11 +202,13 @@ def _trim(ro: Rollout, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 def micro_logprobs(model: Any, ro: Rollout, rows: torch.Tensor, temperature: float,
-                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Completion log-probs of `rows`, padded back to the rollout's width L."""
+                   with_entropy: bool = False, entropy_grad: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Completion log-probs (and entropies) of `rows`, padded back to the rollout's width L."""
     ids, mask, Lm = _trim(ro, rows)
     logp, ent = completion_logprobs(model, ids, mask, Lm, temperature, len(rows),
-                                    with_entropy=with_entropy)  # [m, Lm]
+                                    with_entropy=with_entropy or entropy_grad,
+                                    entropy_grad=entropy_grad)  # [m, Lm]
     L = ro.completion_ids.shape[1]
     pad = (0, L - Lm)
     logp = torch.nn.functional.pad(logp, pad)  # [m, L]
@@ -207,18 +216,35 @@ def micro_logprobs(model: Any, ro: Rollout, rows: torch.Tensor, temperature: flo
 
 
 @torch.no_grad()
-def _all_logprobs(model: Any, ro: Rollout, mbs: int, temperature: float) -> torch.Tensor:
+def _all_logprobs(model: Any, ro: Rollout, mbs: int, temperature: float,
+                  with_entropy: bool = False) -> Any:
     """No-grad log-probs of every row (old / reference policy), in eval mode: no dropout,
-    and the KV cache stays on under gradient checkpointing, so each prompt runs once."""
+    and the KV cache stays on under gradient checkpointing, so each prompt runs once.
+    With `with_entropy`, (log-probs, token entropies), both [N, L]."""
     N = ro.completion_ids.shape[0]
     was_training = model.training
     model.eval()
     try:
-        out = [micro_logprobs(model, ro, torch.arange(s, min(s + mbs, N)), temperature)[0]
-               for s in range(0, N, mbs)]
+        out = [micro_logprobs(model, ro, torch.arange(s, min(s + mbs, N)), temperature,
+                              with_entropy=with_entropy) for s in range(0, N, mbs)]
     finally:
         model.train(was_training)
-    return torch.cat(out)  # [N, L]
+    logp = torch.cat([lp for lp, _ in out])  # [N, L]
+    return (logp, torch.cat([e for _, e in out])) if with_entropy else logp
+
+
+def _keep_high_entropy(parts: RunParts, ent: torch.Tensor | None, loss_mask: torch.Tensor,
+                       rows_mini: torch.Tensor) -> torch.Tensor | None:
+    """algo.top_entropy_quantile: the tokens of an optimizer step that keep the policy term,
+    from the sampling policy's entropies, with one threshold over every rank's tokens."""
+    if ent is None:
+        return None
+    on = loss_mask[rows_mini] > 0  # [m, L]
+    threshold = global_entropy_threshold(parts, ent[rows_mini][on],
+                                         parts.cfg.algo.top_entropy_quantile)
+    keep = torch.zeros(loss_mask.shape, dtype=torch.bool, device=loss_mask.device)  # [N, L]
+    keep[rows_mini] = high_entropy_mask(ent[rows_mini], on, threshold)
+    return keep
 
 
 @dataclass
@@ -232,10 +258,12 @@ class MiniBatch:
 def _accumulate(parts: RunParts, state: RunState, ro: Rollout, rows_mini: torch.Tensor,
                 adv: torch.Tensor, loss_mask: torch.Tensor, old_all: torch.Tensor | None,
                 ref_all: torch.Tensor | None, beta: float, with_entropy: bool,
-                totals: tuple[int, int] | None = None) -> MiniBatch:
+                totals: tuple[int, int] | None = None,
+                keep: torch.Tensor | None = None) -> MiniBatch:
     """Forward + backward of one mini-batch, micro-batch by micro-batch (grads accumulate).
     `totals`: the optimizer step's (sequences, tokens) over every rank (None: this rank's
-    mini-batch is the whole optimizer step)."""
+    mini-batch is the whole optimizer step). `keep`: [N, L] bool, the tokens that keep the
+    policy term (algo.top_entropy_quantile; None = all)."""
     cfg, algo = parts.cfg, parts.cfg.algo
     model, temp = parts.policy.model, cfg.rollout.temperature
     mbs = min(state.micro_batch_size, len(rows_mini))
@@ -244,9 +272,11 @@ def _accumulate(parts: RunParts, state: RunState, ro: Rollout, rows_mini: torch.
     settings = loss_settings(algo, cfg.rollout.max_new_tokens,
                              beta if ref_all is not None else 0.0)
     out = MiniBatch(0.0, [], 0.0)
+    bonus = settings.entropy_coef > 0  # the loss needs the entropies, with their gradient
     for micro, s in enumerate(range(0, len(rows_mini), mbs)):
         rows = rows_mini[s:s + mbs]
-        logp, ent = micro_logprobs(model, ro, rows, temp, with_entropy=with_entropy)
+        logp, ent = micro_logprobs(model, ro, rows, temp, with_entropy=with_entropy,
+                                   entropy_grad=bonus)
         old = old_all[rows] if old_all is not None else logp.detach()
         ref = ref_all[rows] if ref_all is not None else None
         sampler = None
@@ -255,15 +285,27 @@ def _accumulate(parts: RunParts, state: RunState, ro: Rollout, rows_mini: torch.
             sampler = torch.where(torch.isnan(sampler), old, sampler)  # [m, L]
         loss, sums = grpo_loss(logp, old, ref, adv[rows], loss_mask[rows], settings,
                                num_seqs=num_seqs, num_tokens=tokens,
-                               sampler_logp=sampler)
+                               sampler_logp=sampler, entropy=ent if bonus else None,
+                               policy_mask=keep[rows] if keep is not None else None)
         loss = parts.hooks.on_loss(loss, state.step)
         parts.hooks.before_backward(state.step, micro, num_micro)
         loss.backward()
         out.loss += float(loss.detach())
         out.sums.append(sums)
-        if ent is not None:
-            out.ent_sum += float((ent * ro.completion_mask[rows]).sum())
+        if with_entropy and ent is not None:
+            out.ent_sum += float((ent.detach() * ro.completion_mask[rows]).sum())
     return out
+
+
+def _advantage_rewards(cfg: Any, batch: ScoredBatch) -> torch.Tensor:
+    """The [N] rewards advantages are taken from, as reward.aggregation says: the weighted
+    total, or GDPO's sum of group-normalised components."""
+    names = list(batch.components)
+    comps = torch.stack([batch.components[k] for k in names], dim=1) if names \
+        else batch.total.new_zeros(len(batch.total), 0)  # [N, K]
+    weights = torch.tensor([float(cfg.reward.components[k].weight) for k in names])  # [K]
+    return REWARD_AGGREGATIONS[cfg.reward.aggregation](
+        batch.total, comps, weights, cfg.algo.num_generations, cfg.algo.adv_eps, batch.scored)
 
 
 def update(parts: RunParts, state: RunState, batch: ScoredBatch) -> StepStats:
@@ -275,9 +317,9 @@ def update(parts: RunParts, state: RunState, batch: ScoredBatch) -> StepStats:
     cfg, algo = parts.cfg, parts.cfg.algo
     model, ro = parts.policy.model, batch.rollout
     device = ro.completion_ids.device
-    adv = compute_advantages(batch.total, algo.num_generations, scale=algo.scale_rewards,
-                             baseline=algo.baseline, eps=algo.adv_eps,
-                             valid=batch.scored).to(device)  # [N]
+    adv = compute_advantages(_advantage_rewards(cfg, batch), algo.num_generations,
+                             scale=algo.scale_rewards, baseline=algo.baseline,
+                             eps=algo.adv_eps, valid=batch.scored).to(device)  # [N]
     loss_mask = ro.completion_mask.float()  # [N, L]
     if algo.mask_truncated:
         loss_mask = loss_mask * (~ro.truncated).float().unsqueeze(1)  # [N, L]
@@ -291,10 +333,17 @@ def update(parts: RunParts, state: RunState, batch: ScoredBatch) -> StepStats:
     beta = parts.kl_ctl.beta
 
     t0 = time.perf_counter()
-    need_old = algo.num_iterations > 1 or num_mini > 1
+    # top_entropy_quantile picks its tokens from the sampling policy's entropies before the
+    # micro-batches, so that all of them (and every rank) keep the whole batch's tokens.
+    select = algo.top_entropy_quantile < 1.0
+    need_old = algo.num_iterations > 1 or num_mini > 1 or select
     old_all = (retry_on_oom(parts, state, "log-prob pass",
-                            lambda: _all_logprobs(model, ro, state.micro_batch_size, temp),
+                            lambda: _all_logprobs(model, ro, state.micro_batch_size, temp,
+                                                  with_entropy=select),
                             halve_micro_batch) if need_old else None)
+    old_ent = None
+    if select:
+        old_all, old_ent = old_all  # [N, L] each
     ref_all = None
     if beta > 0 or algo.kl_target is not None:
         def reference_logprobs() -> torch.Tensor:
@@ -310,8 +359,9 @@ def update(parts: RunParts, state: RunState, batch: ScoredBatch) -> StepStats:
         for m0 in range(0, N, mini):
             rows_mini = torch.arange(m0, min(m0 + mini, N))
             totals = global_counts(parts, len(rows_mini), int(loss_mask[rows_mini].sum()))
+            keep = _keep_high_entropy(parts, old_ent, loss_mask, rows_mini)  # [N, L] | None
             work = partial(_accumulate, parts, state, ro, rows_mini, adv, loss_mask, old_all,
-                           ref_all, beta, with_entropy=(it == 0), totals=totals)
+                           ref_all, beta, with_entropy=(it == 0), totals=totals, keep=keep)
             done = retry_on_oom(parts, state, "backward pass", work, halve_micro_batch)
             done.loss = finish_update(parts, done.loss)  # grads and loss: every rank's
             sums += done.sums

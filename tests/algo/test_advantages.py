@@ -17,6 +17,7 @@ from grpo_cli.algo.advantages import (
     BASELINES,
     SCALES,
     compute_advantages,
+    decoupled_rewards,
     frac_zero_std,
     zero_std_mask,
 )
@@ -127,3 +128,30 @@ def test_a_group_with_fewer_than_two_scored_teaches_nothing() -> None:
     valid = torch.tensor([True, False, False, False])
     assert zero_std_mask(r, 4, valid).tolist() == [True]
     assert compute_advantages(r, 4, valid=valid).tolist() == [0.0] * 4
+
+
+def test_gdpo_normalises_each_component_before_the_sum():
+    # One group of 3: correctness a = [1, 0, 0] (w 1), format b = [1, 1, 0] (w 0.5).
+    # a: mean 1/3, unbiased std sqrt(((2/3)^2 + 2 (1/3)^2) / 2) = sqrt(1/3) = 0.57735
+    #    -> [1.154701, -0.577350, -0.577350]
+    # b: mean 2/3, std 0.57735 -> [0.577350, 0.577350, -1.154701], times 0.5
+    # sum: [1.443376, -0.288675, -1.154701]
+    comps = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])  # [3, 2]
+    got = decoupled_rewards(comps, torch.tensor([1.0, 0.5]), 3, eps=1e-9)
+    assert got.tolist() == pytest.approx([1.443376, -0.288675, -1.154701], abs=1e-5)
+    # The weighted sum [1.5, 0.5, 0] normalised instead: mean 2/3, std sqrt(7/12) = 0.763763
+    # -> [1.091089, -0.218218, -0.872872]: a different ranking of the gaps.
+    total = compute_advantages(torch.tensor([1.5, 0.5, 0.0]), 3, eps=1e-9)
+    assert total.tolist() == pytest.approx([1.091089, -0.218218, -0.872872], abs=1e-5)
+
+
+def test_gdpo_leaves_out_what_does_not_apply_and_constant_components():
+    # c = [1, 0, NaN]: rows 0-1 only: mean 0.5, std sqrt(0.5) = 0.707107 -> [0.7071, -0.7071]
+    # and 0 for row 2; d = [2, 2, 2] is constant in the group: adds exactly 0.
+    comps = torch.tensor([[1.0, 2.0], [0.0, 2.0], [float("nan"), 2.0]])  # [3, 2]
+    got = decoupled_rewards(comps, torch.tensor([1.0, 3.0]), 3, eps=1e-9)
+    assert got.tolist() == pytest.approx([0.707107, -0.707107, 0.0], abs=1e-5)
+    # an unscored sample (valid False) is left out of every component and gets 0
+    got = decoupled_rewards(comps, torch.tensor([1.0, 3.0]), 3, eps=1e-9,
+                            valid=torch.tensor([True, True, False]))
+    assert got[2].item() == 0.0

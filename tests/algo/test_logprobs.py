@@ -57,6 +57,32 @@ def test_entropy_matches_full(chunk_size: int) -> None:
     assert ent.tolist() == pytest.approx([2.3978953] * 2)
 
 
+@pytest.mark.parametrize(("chunk_size", "temperature"), [(1, 1.0), (5, 0.7), (12, 1.3)])
+def test_entropy_gradient_matches_plain_autograd(chunk_size: int, temperature: float) -> None:
+    # d/dlogits of sum(a * logp + b * H) through the chunked backward vs autograd of the
+    # full log_softmax (b = 0 is the plain log-prob gradient; the entropy alone too).
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 11, dtype=torch.float64)  # [B, L, V]
+    ids = torch.randint(0, 11, (3, 4))
+    a, b = torch.randn(3, 4), torch.randn(3, 4)  # [B, L]
+    ref_in = logits.clone().requires_grad_(True)
+    logp_all = torch.log_softmax(ref_in / temperature, -1)  # [B, L, V]
+    ref_ent = -(logp_all.exp() * logp_all).sum(-1)  # [B, L]
+    ref_logp = logp_all.gather(-1, ids[..., None]).squeeze(-1)  # [B, L]
+    for wa, wb in ((a, b), (a, 0 * b), (0 * a, b)):
+        (want,) = torch.autograd.grad((wa * ref_logp + wb * ref_ent).sum(), ref_in,
+                                      retain_graph=True)
+        x = logits.float().requires_grad_(True)
+        logp, ent = logprobs_and_entropy(x, ids, chunk_size=chunk_size,
+                                         temperature=temperature, entropy_grad=True)
+        terms = [t for t, w in ((wa * logp, wa), (wb * ent, wb)) if w.abs().sum() > 0]
+        (got,) = torch.autograd.grad(sum(t.sum() for t in terms), x)
+        torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-4)
+    # without entropy_grad the entropy stays a detached metric
+    _, ent = logprobs_and_entropy(logits.float().requires_grad_(True), ids)
+    assert not ent.requires_grad
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("chunk_size", "temperature"), [(1, 1.0), (5, 0.7), (12, 1.3), (7, 1.0)])
 def test_selective_log_softmax_gradient_matches_autograd(chunk_size, temperature, dtype) -> None:

@@ -99,8 +99,14 @@ def test_unknown_aggregation() -> None:
         aggregate(PER_TOKEN, MASK, "sum", max_len=3)
 
 
+# The loss variants (policy_losses.py) too: GSPO's sequence ratio, CISPO, delta, mixed.
+VARIANTS = [{}, dict(ratio_level="sequence"), dict(policy_loss="cispo"), dict(delta=1.5),
+            dict(policy_loss="cispo", ratio_level="sequence")]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=str)
 @pytest.mark.parametrize("mode", MODES)
-def test_micro_batches_sum_to_full_batch(mode: str) -> None:
+def test_micro_batches_sum_to_full_batch(mode: str, variant: dict) -> None:
     torch.manual_seed(0)
     n, length = 5, 4
     logp = torch.randn(n, length, requires_grad=True)  # [5, 4]
@@ -110,7 +116,7 @@ def test_micro_batches_sum_to_full_batch(mode: str) -> None:
     mask = torch.rand(n, length) > 0.3  # [5, 4]
     mask[0] = False  # one empty sequence
     settings = LossSettings(epsilon_low=EPS_LOW, epsilon_high=EPS_HIGH, beta=0.05, loss_agg=mode,
-                            max_completion_length=length)
+                            max_completion_length=length, **variant)
 
     full, full_sums = grpo_loss(logp, old, ref, adv, mask, settings)
     (full_grad,) = torch.autograd.grad(full, logp)
@@ -278,3 +284,31 @@ def test_no_counted_token_leaves_the_token_means_out() -> None:
                         LossSettings(EPS_LOW, EPS_HIGH, 0.1, "token_mean", max_completion_length=3,
                                      is_cap=2.0), sampler_logp=logp)
     assert combine_metrics([sums]) == {"pg_loss": 0.0}
+
+
+def test_entropy_bonus() -> None:
+    # rho = 1, A = 0: the policy term is 0. Entropies [1, 2, 3] (4 on the padded 4th token,
+    # ignored), entropy_coef 0.1, token_mean: loss = -0.1 * (1 + 2 + 3) / 3 = -0.2;
+    # d loss / d H_t = -0.1 / 3 on the real tokens, 0 on the pad; pg_loss stays 0.
+    logp = torch.zeros(1, 4)
+    ent = torch.tensor([[1.0, 2.0, 3.0, 4.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    settings = LossSettings(EPS_LOW, EPS_HIGH, 0.0, "token_mean", max_completion_length=4,
+                            entropy_coef=0.1)
+    loss, sums = grpo_loss(logp, logp, None, torch.zeros(1), mask, settings, entropy=ent)
+    loss.backward()
+    assert loss.item() == pytest.approx(-0.2)
+    torch.testing.assert_close(ent.grad, torch.tensor([[-0.1 / 3] * 3 + [0.0]]))
+    assert combine_metrics([sums])["pg_loss"] == 0.0
+    # micro-batches: the shares of two one-sequence halves add up to the whole
+    ent2 = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.5, 0.5, 0.0, 0.0]])
+    mask2 = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    whole, _ = grpo_loss(torch.zeros(2, 4), torch.zeros(2, 4), None, torch.zeros(2), mask2,
+                         settings, entropy=ent2)
+    halves = [grpo_loss(torch.zeros(1, 4), torch.zeros(1, 4), None, torch.zeros(1),
+                        mask2[r], settings, entropy=ent2[r], num_seqs=2, num_tokens=5)[0]
+              for r in (slice(0, 1), slice(1, 2))]
+    assert whole.item() == pytest.approx(-0.1 * 7 / 5)
+    assert sum(h.item() for h in halves) == pytest.approx(whole.item())
+    with pytest.raises(ValueError, match="needs the token entropies"):
+        grpo_loss(logp, logp, None, torch.zeros(1), mask, settings)

@@ -1,5 +1,6 @@
 """Data parallelism on fixed completions: the real step.update on 1 rank and on 2 gloo ranks
-(each with half of the groups) gives the same gradient, for every loss aggregation, with one
+(each with half of the groups) gives the same gradient, for every loss aggregation and the
+loss variants (GSPO off-policy; CISPO with the entropy bonus and top-entropy tokens), with one
 gradient all-reduce per optimizer update whatever the number of micro-batches; after the step
 every rank holds the same weights. The 2-rank runs of every case share one pair of spawned
 processes (starting one costs seconds)."""
@@ -19,6 +20,14 @@ CASES = {agg: [f"algo.loss_agg={agg}", "algo.beta=0", "trainer.micro_batch_size=
 # 2 mini-batches x 2 iterations = 4 updates of 16 micro-batches, with a reference (KL).
 CASES["many"] = ["algo.beta=0.04", "trainer.micro_batch_size=1", "trainer.grad_accum_steps=2",
                  "algo.num_iterations=2"]
+# The loss variants: GSPO's sequence ratio off-policy (its second pass), and CISPO with the
+# entropy bonus and the top-entropy tokens (one threshold over both ranks' tokens).
+VARIANTS = {
+    "gspo": ["algo=gspo", "algo.num_iterations=2", "trainer.micro_batch_size=2"],
+    "cispo_entropy": ["algo=cispo", "algo.top_entropy_quantile=0.3", "algo.entropy_coef=0.01",
+                      "trainer.micro_batch_size=2"],
+}
+CASES.update(VARIANTS)
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +84,18 @@ def test_one_gradient_all_reduce_per_update_with_several_updates(two_ranks):
     _same_weights(r0, r1)
     assert r0["loss_means"] == r1["loss_means"]  # the KL controller's input is the same too
     assert "kl" in r0["loss_means"]
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_loss_variants_give_the_one_rank_gradient_on_two_ranks(tiny_llama_path, tmp_path,
+                                                                two_ranks, name):
+    one = _one_rank(tiny_llama_path, tmp_path, name)
+    r0, r1 = two_ranks[name]
+    assert len(one["grads"]) == len(r0["grads"])
+    for a, b in zip(one["grads"], r0["grads"], strict=True):
+        _close(a, b)
+    _same_weights(r0, r1)
+    _close(one["weights"], r0["weights"])
+    assert r0["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-7)
+    for key, value in one["loss_means"].items():
+        assert r0["loss_means"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key

@@ -10,7 +10,12 @@ import pytest
 
 from grpo_cli.errors import UserError
 from grpo_cli.trainer.parts import RunState
-from grpo_cli.trainer.ranks import check_world, sync_state, take_prompts
+from grpo_cli.trainer.ranks import (
+    check_world,
+    global_entropy_threshold,
+    sync_state,
+    take_prompts,
+)
 from grpo_cli.trainer.sampler import PromptSampler
 
 
@@ -28,6 +33,14 @@ class StandInDist:
 
     def max(self, values):
         return [max(v) for v in zip(*self.others)]
+
+
+@dataclass
+class Single:
+    """A world of one (Dist's own answer when no group runs)."""
+    rank: int = 0
+    world: int = 1
+    active = False
 
 
 @dataclass
@@ -84,3 +97,16 @@ def test_an_oom_halving_on_one_rank_is_taken_by_all():
     sync_state(parts, state)
     assert (state.micro_batch_size, state.rollout_batch_size) == (4, 8)
     assert "another rank ran out of memory" in parts.tracker.warnings[0]
+
+
+def test_the_entropy_threshold_is_over_every_ranks_tokens():
+    # Rank 0 holds entropies [0.1, 0.2], rank 1 [0.3, 0.4, 0.5]. Top 0.5 of all five:
+    # quantile 0.5 of [0.1 .. 0.5] = 0.3 on both ranks; rank 0 alone would say 0.15.
+    import torch
+
+    mine, theirs = torch.tensor([0.1, 0.2]), torch.tensor([0.3, 0.4, 0.5])
+    for rank in (0, 1):
+        dist = StandInDist(rank, 2, others=[mine, theirs])
+        local = (mine, theirs)[rank]
+        assert global_entropy_threshold(Parts(dist, None), local, 0.5) == pytest.approx(0.3)
+    assert global_entropy_threshold(Parts(Single(), None), mine, 0.5) == pytest.approx(0.15)

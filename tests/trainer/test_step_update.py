@@ -15,7 +15,8 @@ from grpo_cli.rollout.engine import concat_rollouts
 from grpo_cli.trainer.step import ScoredBatch, _accumulate
 
 
-def _grads(run: Run, batch: ScoredBatch, micro: int) -> list[torch.Tensor]:
+def _grads(run: Run, batch: ScoredBatch, micro: int,
+           old_all: torch.Tensor | None = None) -> list[torch.Tensor]:
     from grpo_cli.algo.advantages import compute_advantages
 
     run.optimizer.zero_grad(set_to_none=True)
@@ -24,7 +25,7 @@ def _grads(run: Run, batch: ScoredBatch, micro: int) -> list[torch.Tensor]:
     rows = torch.arange(len(batch.total))
     run.policy.model.train()
     _accumulate(run.parts, run.state, batch.rollout, rows, adv,
-                batch.rollout.completion_mask.float(), None, None, 0.0, with_entropy=False)
+                batch.rollout.completion_mask.float(), old_all, None, 0.0, with_entropy=False)
     return [p.grad.clone() for p in run.params]
 
 
@@ -38,6 +39,27 @@ def test_any_micro_batch_size_gives_the_whole_batch_gradient(tiny_llama_path, ag
     whole = _grads(run, batch, 8)
     for micro in (3, 16):
         for a, b in zip(whole, _grads(run, batch, micro)):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-4), micro
+
+
+@pytest.mark.parametrize("variant", [["algo=gspo"], ["algo=cispo"], ["algo.delta=1.5"],
+                                     ["algo.entropy_coef=0.05"]], ids=lambda v: v[0])
+def test_loss_variants_keep_micro_batches_exact_off_policy(tiny_llama_path, variant):
+    # Old log-probs moved by noise (ratios off 1, some clipped, GSPO's sequences included):
+    # micro-batches of 3 (3 + 3 + 2) and 1 give the gradient of one pass over all 8 (the
+    # entropy bonus's gradient through the chunked log-softmax included).
+    from grpo_cli.trainer.step import _all_logprobs
+
+    run = make_run(tiny_llama_path, *variant, "algo.beta=0", "algo.epsilon_low=0.1",
+                   "algo.epsilon_high=0.1", "trainer.micro_batch_size=16")
+    batch = scored_batch(run)
+    torch.manual_seed(1)
+    old = _all_logprobs(run.policy.model, batch.rollout, 8, 1.0)  # [8, L]
+    old = old + 0.2 * torch.randn_like(old) * batch.rollout.completion_mask  # [8, L]
+    whole = _grads(run, batch, 8, old)
+    assert any(g.abs().sum() > 0 for g in whole)
+    for micro in (3, 1):
+        for a, b in zip(whole, _grads(run, batch, micro, old)):
             assert torch.allclose(a, b, atol=1e-6, rtol=1e-4), micro
 
 
@@ -140,3 +162,44 @@ def test_kl_is_logged_only_when_a_reference_ran(tiny_llama_path):
     run = make_run(tiny_llama_path, "algo.beta=0.1")
     metrics, _, _ = train_on_batch(run, scored_batch(run))
     assert metrics["kl"] >= 0.0
+
+
+def test_top_entropy_quantile_keeps_the_batchs_top_tokens(tiny_llama_path):
+    # q = 0.25: one threshold over the optimizer step's completion tokens (the sampling
+    # policy's entropies), so about a quarter of them keep the policy term, whatever the
+    # micro-batch; the step trains and logs finite numbers.
+    from grpo_cli.trainer.step import _all_logprobs, _keep_high_entropy
+
+    run = make_run(tiny_llama_path, "algo.beta=0", "algo.top_entropy_quantile=0.25",
+                   "trainer.micro_batch_size=3")
+    batch = scored_batch(run)
+    mask = batch.rollout.completion_mask.float()  # [8, L]
+    _, ent = _all_logprobs(run.policy.model, batch.rollout, 8, 1.0, with_entropy=True)
+    keep = _keep_high_entropy(run.parts, ent, mask, torch.arange(8))  # [8, L]
+    tokens = int(mask.sum())
+    assert not (keep & (mask == 0)).any()
+    assert abs(int(keep.sum()) - 0.25 * tokens) <= 1
+    assert ent[keep].min() >= ent[(mask > 0) & ~keep].max()
+    metrics, _, skipped = train_on_batch(run, batch)
+    assert not skipped and all(math.isfinite(v) for v in metrics.values())
+
+
+def test_gdpo_aggregation_takes_the_advantages_from_normalised_components(tiny_llama_path):
+    # reward=math: correctness (weight 1) and format (weight 0.1). Group 0: correctness
+    # [1, 0, 0, 0] and format [1, 1, 1, 0]; group 1 the same. Each normalised in its group
+    # (unbiased std 0.5 for both): correctness [1.5, -0.5, -0.5, -0.5], format
+    # [0.5, 0.5, 0.5, -1.5] * 0.1 -> [1.55, -0.45, -0.45, -0.65]; then algo.scale_rewards=none
+    # takes the group mean (0) off: the same numbers. The weighted total [1.1, 0.1, 0.1, 0]
+    # would give [0.775, -0.225, -0.225, -0.325].
+    from grpo_cli.algo.advantages import compute_advantages
+
+    run = make_run(tiny_llama_path, "algo.beta=0", "algo.scale_rewards=none",
+                   "reward.aggregation=normalize_then_sum")
+    batch = scored_batch(run, rewards=[1.1, 0.1, 0.1, 0.0] * 2)
+    batch.components = {"correctness": torch.tensor([1.0, 0.0, 0.0, 0.0] * 2),
+                        "format": torch.tensor([1.0, 1.0, 1.0, 0.0] * 2)}
+    _, adv, skipped = train_on_batch(run, batch)
+    assert not skipped
+    assert adv.tolist() == pytest.approx([1.55, -0.45, -0.45, -0.65] * 2, abs=1e-3)
+    summed = compute_advantages(batch.total, G, scale="none")
+    assert summed.tolist() == pytest.approx([0.775, -0.225, -0.225, -0.325] * 2, abs=1e-5)
