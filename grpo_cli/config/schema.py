@@ -12,9 +12,10 @@ Which keys a resumed run must keep is data too: `resume_fixed=True` marks the fi
 change between a checkpoint and its resume would corrupt the run (the model and its LoRA
 shape, G, the dataset, the optimizer); `resume_fixed_keys()` lists them.
 
-Which command reads a key is data too: `only="train"` / `only="eval"` in a field's metadata
-(inherited by the keys below it, `only="both"` lifts it again). A key typed on the command
-line of the other command is refused (`command_of`).
+Which command reads a key is data too: `only="train"` / `only="eval"` / `only="sample"`, or a
+comma list (`only="eval,sample"`), in a field's metadata (inherited by the keys below it;
+`only="both"` lifts it again: every command reads the key). A key typed on the command line of
+a command that does not read it is refused (`command_of`).
 """
 
 from __future__ import annotations
@@ -302,10 +303,11 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    # Problems evaluated (null = the whole test split).
-    limit: Optional[int] = bounded(200, lo=1)
+    # Problems evaluated (null = the whole test split). grpo sample: sample.limit.
+    limit: Optional[int] = bounded(200, lo=1, only="train,eval")
     # Samples per problem: 1 = greedy, n > 1 = sampled with eval.temperature / top_p / top_k.
-    num_samples: int = bounded(1, lo=1)
+    # grpo sample: sample.num_samples.
+    num_samples: int = bounded(1, lo=1, only="train,eval")
     # Sequences generated at once.
     batch_size: int = bounded(32, lo=1)
     # grpo eval: grade this JSONL of pre-generated completions instead of generating.
@@ -327,6 +329,30 @@ class EvalConfig:
 
 
 @dataclass
+class SampleConfig:
+    # grpo sample: completions drawn per problem (sampled with eval.temperature / top_p /
+    # top_k, at most eval.max_new_tokens each; 1 = greedy).
+    num_samples: int = bounded(8, lo=1)
+    # Which split of data is sampled: its train part (data.train_split) or test part.
+    split: str = choice("train", ["train", "test"])
+    # Problems sampled (null = the whole split).
+    limit: Optional[int] = bounded(None, lo=1)
+    # Which completions are kept: correct = the correctness reward accepts it (1.0); best =
+    # the highest total reward of its problem (ties kept); threshold = total >= sample.threshold.
+    keep: str = choice("correct", ["correct", "best", "threshold"])
+    # The total reward a completion needs with sample.keep=threshold.
+    threshold: Optional[float] = None
+    # Most completions kept per problem (the highest totals first).
+    max_per_problem: int = bounded(1, lo=1)
+    # Keep a completion only once per problem (texts compared with whitespace collapsed).
+    dedupe: bool = True
+    # The JSONL of kept rows (prompt, completion, question, answer, rewards, source
+    # checkpoint); <out>.done.jsonl lists the finished problems (a rerun skips them) and
+    # <out>.summary.json the summary. Required by grpo sample.
+    out: Optional[str] = None
+
+
+@dataclass
 class GrpoConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -338,8 +364,11 @@ class GrpoConfig:
     trainer: TrainerConfig = only("train", default_factory=TrainerConfig)
     # Held-out eval: grpo eval, and grpo train every trainer.eval_every steps.
     eval: EvalConfig = field(default_factory=EvalConfig)
-    # grpo eval: the checkpoint to evaluate (null = the configured model as it is).
-    checkpoint: Optional[str] = only("eval", default=None)
+    # grpo sample: the rejection-sampling stage (its own keys; generation from eval.*).
+    sample: SampleConfig = only("sample", default_factory=SampleConfig)
+    # grpo eval / grpo sample: the checkpoint to evaluate or sample from (null = the
+    # configured model as it is).
+    checkpoint: Optional[str] = only("eval,sample", default=None)
     # grpo eval: comma-separated report folders to show side by side.
     compare: Optional[str] = only("eval", default=None)
 
@@ -368,7 +397,8 @@ def resume_fixed_keys() -> List[str]:
 
 
 def command_of(key: str) -> str:
-    """Which command reads a dotted key: "train", "eval" or "both" (see the module docstring).
+    """Which commands read a dotted key: "train", "eval", "sample", a comma list of them, or
+    "both" = every command (see the module docstring).
 
     The deepest `only` on the key's path wins; keys outside the schema (user-named reward
     components) are read by both.
