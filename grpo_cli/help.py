@@ -89,6 +89,27 @@ def eval_help() -> str:
         "see every key and its current value: grpo eval --cfg job"])
 
 
+def sample_help() -> str:
+    return "\n".join([
+        "usage: grpo sample [checkpoint=PATH] [GROUP=OPTION ...] sample.out=FILE [key=value ...]",
+        "                   [--cfg job]", "",
+        "Samples sample.num_samples completions per problem of the data's sample.split, scores",
+        "them with the reward stack, keeps them by sample.keep and appends the kept rows to",
+        "sample.out (prompt, completion, question, answer, rewards, source checkpoint): the",
+        "rows grpo sft and data=jsonl read. A rerun with the same settings resumes it.", "",
+        "what to sample from:",
+        *key_lines(schema.GrpoConfig, "", only=("checkpoint",)),
+        "  (a teacher other than the trained model: model.name_or_path=... instead)", "",
+        "sample keys (sample.*):", *key_lines(schema.SampleConfig, "sample."), "",
+        "generation (as grpo eval samples):",
+        *key_lines(schema.EvalConfig, "eval.", only=("max_new_tokens", "temperature", "top_p",
+                                                     "top_k", "batch_size")), "",
+        "with checkpoint=, the model, data and rewards come from the checkpoint's config.yaml;",
+        "a GROUP=OPTION or key=value given here replaces them. Without it:",
+        *_groups_and_recipes("sample"), "",
+        "see every key and its current value: grpo sample --cfg job"])
+
+
 def plan_help() -> str:
     from grpo_cli.plan import GPUS_GIB
 

@@ -125,9 +125,9 @@ def _meta(cfg: GrpoConfig, grader: Grader, source: str, **extra: Any) -> dict[st
             **extra}
 
 
-def _generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
-                       advance: Optional[Callable[[int], None]] = None,
-                       engine: Any = None) -> list[Problem]:
+def generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
+                      advance: Optional[Callable[[int], None]] = None,
+                      engine: Any = None) -> list[Problem]:
     """Completions for every record, chunk by chunk (about eval.batch_size sequences each),
     by `engine` (None = the hf engine on `policy`)."""
     from grpo_cli.data import render_prompt
@@ -171,10 +171,10 @@ def _evaluate(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *, limit: Op
                         "nothing to evaluate")
     grader = make_grader(cfg)
     if dist is None or not dist.active:
-        problems = _generate_problems(policy, records, cfg, advance, engine)
+        problems = generate_problems(policy, records, cfg, advance, engine)
     else:  # rank r generates records r, r + W, ...; rank 0 grades them all, in order
-        shares = dist.gather(_generate_problems(policy, records[dist.rank::dist.world], cfg,
-                                                advance, engine))
+        shares = dist.gather(generate_problems(policy, records[dist.rank::dist.world], cfg,
+                                               advance, engine))
         if not dist.main:
             return None, []
         problems = [shares[i % dist.world][i // dist.world] for i in range(len(records))]
