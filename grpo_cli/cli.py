@@ -135,8 +135,7 @@ def cmd_sample(args: list[str]) -> int:
     from grpo_cli.sample import run_sample
 
     _console_level(cfg)
-    run_sample(cfg)
-    return 0
+    return 0 if run_sample(cfg) is not None else 130  # None: stopped by Ctrl-C
 
 
 def _console_level(cfg) -> None:

@@ -18,7 +18,9 @@ A kept row: `prompt` (the chat messages the model was given), `completion`, `que
 and the source: `checkpoint`, `model`, `adapter_path`.
 
 A rerun with the same settings skips the finished problems (store.py); a resumed run samples
-the rest with seeds of its own, so its completions differ from an uninterrupted run's.
+the rest with seeds of its own, so its completions differ from an uninterrupted run's. Ctrl-C
+stops after the problems on disk, says how many are done and returns None (exit 130).
+One process only: under torchrun every rank would append to the same file, so it is refused.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ log = logging.getLogger("grpo")
 
 def check_sample_config(cfg: GrpoConfig) -> None:
     """The rules of sample.* that the schema cannot state (before any model loads)."""
+    from grpo_cli.trainer.dist import launched_world_size
+
+    if launched_world_size() > 1:
+        raise UserError("grpo sample runs in one process (every rank would append to the same "
+                        "sample.out); run it without torchrun")
     s = cfg.sample
     if not s.out:
         raise UserError("sample.out is required: the JSONL file the kept rows go to "
@@ -110,8 +117,8 @@ def _row(record: Any, s: Scored, cfg: GrpoConfig) -> dict[str, Any]:
             "model": cfg.model.name_or_path, "adapter_path": cfg.model.adapter_path}
 
 
-def run_sample(cfg: GrpoConfig) -> dict:
-    """`grpo sample` (see the module docstring); returns the summary."""
+def run_sample(cfg: GrpoConfig) -> Optional[dict]:
+    """`grpo sample` (see the module docstring); returns the summary (None: Ctrl-C)."""
     from grpo_cli.data import render_prompt
     from grpo_cli.evaluation.runner import generate_problems
     from grpo_cli.policy.model import build_policy
@@ -152,6 +159,10 @@ def run_sample(cfg: GrpoConfig) -> dict:
                            "correct": [s.correct for s in scored],
                            "kept_totals": [s.total for s in kept]})
             log.info("sample: %d / %d problems", len(store.done), len(records))
+    except KeyboardInterrupt:
+        log.warning("sample: stopped with %d of %d problems done (in %s); rerun the same "
+                    "command to sample the rest", len(store.done), len(records), out)
+        return None
     finally:
         engine.close()
     summary = summarize(store.done)

@@ -4,10 +4,15 @@ the rows are what data=jsonl reads, a rerun resumes, and bad input is one error 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import in_process
 import pytest
+import tiny_run
 from test_train_cli import base_args
 
 from grpo_cli.config.schema import DataConfig
@@ -170,3 +175,39 @@ def test_bad_data_rows_name_the_file_and_line(row, needle, tiny_llama_path, tmp_
                           f"sample.out={out}")
     one_error(res, needle)
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_stops_after_the_finished_problems_and_a_rerun_resumes(tiny_llama_path,
+                                                                      tmp_path):
+    out = tmp_path / "kept.jsonl"
+    args = sample_args(tiny_llama_path, out, *THRESHOLD, "sample.limit=36",
+                       "eval.batch_size=4")  # one problem per chunk
+    env = tiny_run.run_env(Path(__file__).resolve().parent)
+    proc = subprocess.Popen([sys.executable, "-m", "grpo_cli.cli", "sample", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    done_file = out.with_name("kept.jsonl.done.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if done_file.is_file() and len(done_file.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "rerun the same command to sample the rest" in stderr and "Traceback" not in stderr
+    finished = len(read(done_file)) - 1
+    assert 2 <= finished < 36
+    assert len(read(out)) == 2 * finished  # no partial problem on disk
+    res = subprocess.run([sys.executable, "-m", "grpo_cli.cli", "sample", *args],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"36 problems ({finished} done before)" in res.stderr
+    assert len(read(out)) == 72
+
+
+def test_refused_under_torchrun(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    res = in_process.grpo(capsys, "sample", *sample_args(tmp_path / "no_model",
+                                                         tmp_path / "kept.jsonl"))
+    one_error(res, "grpo sample runs in one process")
+    assert not list(tmp_path.iterdir())
