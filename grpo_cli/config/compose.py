@@ -46,7 +46,7 @@ log = logging.getLogger("grpo")
 
 GROUPS = ("model", "data", "reward", "algo", "rollout", "optim", "logger")
 # The command each config file serves (its keys are checked with config.command_of).
-COMMANDS = {"train": "train", "eval": "eval", "sample": "sample"}
+COMMANDS = {"train": "train", "eval": "eval", "sample": "sample", "sft": "sft"}
 
 
 def config_dir() -> Path:
