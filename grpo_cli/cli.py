@@ -1,4 +1,4 @@
-"""The `grpo` command: train | eval | sample | recipes | plot | export | plan.
+"""The `grpo` command: train | eval | sample | sft | recipes | plot | export | plan.
 
 Every user error is one line on stderr and exit code 2; a traceback means a bug in grpo.
 """
@@ -17,6 +17,7 @@ commands:
   train     fine-tune with GRPO (no arguments: the embedded quickstart, runs on CPU)
   eval      evaluate a checkpoint, a model, or a file of completions
   sample    sample completions per problem, keep the best (rejection sampling) as JSONL
+  sft       supervised fine-tuning on JSONL rows of prompt + completion (grpo sample's)
   recipes   list the recipes: purpose, command, hardware, expected result
   plot      write PNG charts of a run:  grpo plot outputs/RUN
   export    merge a LoRA checkpoint into a full model:  grpo export checkpoint=PATH [dtype=fp32]
@@ -31,7 +32,7 @@ examples:
   grpo sample checkpoint=outputs/gsm8k_qwen7b/checkpoints/final sample.out=kept.jsonl
 
 Run `grpo COMMAND --help` for a command's own keys (train: the config groups and trainer.*;
-eval: checkpoint=, compare=, eval.*; sample: checkpoint=, sample.*; plan: gpu=;
+eval: checkpoint=, compare=, eval.*; sample: checkpoint=, sample.*; sft: sft.*; plan: gpu=;
 export: checkpoint=, out=, dtype=).
 """
 
@@ -119,6 +120,25 @@ def cmd_eval(args: list[str]) -> int:
     return 0
 
 
+def cmd_sft(args: list[str]) -> int:
+    overrides, flags = _split_flags(args)
+    if flags.get("help"):
+        print(_help("sft_help"))
+        return 0
+    from omegaconf import OmegaConf
+
+    from grpo_cli.config.compose import compose_config
+
+    dcfg, cfg = compose_config("sft", overrides, for_training=False)
+    if "cfg" in flags:
+        print(OmegaConf.to_yaml(dcfg), end="")
+        return 0
+    from grpo_cli.sft import run_sft
+
+    _console_level(cfg)
+    return run_sft(cfg, dcfg, overrides)
+
+
 def cmd_sample(args: list[str]) -> int:
     overrides, flags = _split_flags(args)
     if flags.get("help"):
@@ -199,8 +219,8 @@ def cmd_plan(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "recipes": cmd_recipes,
-            "plot": cmd_plot, "export": cmd_export, "plan": cmd_plan}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "sft": cmd_sft,
+            "recipes": cmd_recipes, "plot": cmd_plot, "export": cmd_export, "plan": cmd_plan}
 
 
 def setup_logging() -> None:

@@ -110,6 +110,23 @@ def sample_help() -> str:
         "see every key and its current value: grpo sample --cfg job"])
 
 
+def sft_help() -> str:
+    return "\n".join([
+        "usage: grpo sft data=jsonl data.path=FILE [GROUP=OPTION ...] [key=value ...] [--cfg job]",
+        "",
+        "Supervised fine-tuning on JSONL rows of prompt (chat messages or a string) +",
+        "completion, e.g. grpo sample's kept rows; the loss is on the completion tokens only.",
+        "The model, optimizer, run folder, checkpoints and resume are grpo train's; its",
+        "checkpoint continues with grpo train model.adapter_path=CKPT/policy.", "",
+        "sft keys (sft.*):", *key_lines(schema.SftConfig, "sft."), "",
+        "run keys (trainer.*):",
+        *key_lines(schema.TrainerConfig, "trainer.", only=(
+            "run_name", "output_dir", "seed", "max_steps", "micro_batch_size", "save_every",
+            "keep_last", "resume", "cpu_threads")), "",
+        *_groups_and_recipes("sft"), "",
+        "see every key and its current value: grpo sft --cfg job"])
+
+
 def plan_help() -> str:
     from grpo_cli.plan import GPUS_GIB
 

@@ -13,8 +13,6 @@ from pathlib import Path
 import in_process
 import pytest
 import tiny_run
-import torch
-from safetensors.torch import load_file
 from test_train_cli import base_args
 
 from grpo_cli.config.schema import DataConfig
@@ -214,34 +212,3 @@ def test_refused_under_torchrun(tmp_path, capsys, monkeypatch):
     one_error(res, "grpo sample runs in one process")
     assert not list(tmp_path.iterdir())
 
-
-def test_chain_train_sample_train_on_kept_rows_eval(tiny_llama_path, tmp_path, capsys):
-    """Stage 2 -> 3 -> GRPO again on the kept rows (data=jsonl), from stage 2's adapter ->
-    eval. (grpo sft, which stage 4 needs, is not built.)"""
-    run = tmp_path / "run"
-    assert in_process.grpo(capsys, "train", *base_args(tiny_llama_path, run, 1)).returncode == 0
-    adapter = run / "checkpoints" / "final" / "policy"
-    kept = tmp_path / "kept.jsonl"
-    res = in_process.grpo(capsys, "sample", f"checkpoint={adapter.parent}", "sample.limit=4",
-                          "sample.num_samples=2", "eval.max_new_tokens=6", "sample.keep=best",
-                          f"sample.out={kept}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    again = tmp_path / "again"
-    res = in_process.grpo(capsys, "train", *base_args(
-        tiny_llama_path, again, 1, "data=jsonl", f"data.path={kept}", "data.test_size=0",
-        f"model.adapter_path={adapter}", "optim.lr=0"))
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert f"data: jsonl from {kept}" in res.stderr and len(read(kept)) >= 4
-    ckpt = again / "checkpoints" / "final"
-    # lr 0: the adapter it saves is the one it started from, stage 2's (not a fresh one).
-    start = load_file(str(adapter / "adapter_model.safetensors"))
-    end = load_file(str(ckpt / "policy" / "adapter_model.safetensors"))
-    assert any(float(v.abs().max()) > 0 for k, v in start.items() if "lora_B" in k)
-    assert start.keys() == end.keys() and all(torch.equal(start[k], end[k]) for k in start)
-    out = tmp_path / "eval"
-    res = in_process.grpo(capsys, "eval", f"checkpoint={ckpt}", "data=arith",
-                          "data.arith.num_examples=40", "eval.limit=2",
-                          "eval.max_new_tokens=4", f"eval.out={out}")
-    assert res.returncode == 0, res.stderr[-3000:]
-    report = json.loads((out / "report.json").read_text())
-    assert report["checkpoint"] == str(ckpt) and report["adapter_path"] == str(ckpt / "policy")
