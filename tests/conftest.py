@@ -32,6 +32,14 @@ def tiny_wide_llama_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            init_std=0.1)
 
 
+@pytest.fixture(scope="session")
+def tiny_head32_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama with 2 heads (head_dim 32, the smallest vLLM's CPU attention takes) and
+    init std 0.1: the model of the rollout.engine=vllm tests."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny32") / "tiny32", init_std=0.1,
+                           heads=2, kv_heads=1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`gpu` tests need CUDA: skipped, with the reason, on a machine without it."""
     import torch

@@ -209,7 +209,9 @@ class RolloutConfig:
     top_p: float = bounded(1.0, gt=0, hi=1, only="train")
     # 0 = off.
     top_k: int = bounded(0, lo=0, only="train")
-    # Sequences generated at once (null = the whole step's batch).
+    # Sequences generated at once, whole groups (null = the whole step's batch); halved for
+    # the rest of the run after an out-of-memory error. With engine=vllm: the sequences given
+    # to vLLM per call (it schedules them within the KV cache it reserved at start).
     batch_size: Optional[int] = bounded(None, lo=1, only="train")
     # Decode with LoRA merged into dense weights: on, off, or auto = when the merged copy fits
     # in free memory (README: "Merged decoding and the sampler correction"). Eval too.

@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib.util
 from typing import Callable, List, Optional
 
+from grpo_cli.errors import UserError
+
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm.config.LoRAConfig.max_lora_rank
 
 INSTALL_HINT = ('install it with `pip install -e ".[vllm]"` on a CUDA machine, or on CPU in a '
@@ -22,8 +24,13 @@ INSTALL_HINT = ('install it with `pip install -e ".[vllm]"` on a CUDA machine, o
 
 
 def max_lora_rank(r: int) -> int:
-    """The smallest LoRA rank size vLLM reserves that holds rank `r`."""
-    return next(size for size in VLLM_LORA_RANKS if size >= r)
+    """The smallest LoRA rank size vLLM reserves that holds rank `r` (a UserError above the
+    largest: an adapter loaded from model.adapter_path is not seen by the rules below)."""
+    for size in VLLM_LORA_RANKS:
+        if size >= r:
+            return size
+    raise UserError(f"the LoRA adapter's rank {r} is above vLLM's largest LoRA rank "
+                    f"({VLLM_LORA_RANKS[-1]}) for rollout.engine=vllm; set rollout.engine=hf")
 
 
 def _vllm(c) -> bool:

@@ -18,7 +18,8 @@ accuracy_strict_se, accuracy_flexible, accuracy_flexible_se, pass@k / maj@k for 
 format_rate, mean_completion_tokens (null when unknown), truncated_rate (null when unknown),
 by_level, by_subject ({} unless the dataset has levels/subjects), plus whatever `meta` holds
 (model, checkpoint, adapter_path, date, source, dropped (rows of the split left out, by
-reason), config: template, extraction order, max_new_tokens, greedy, temperature, ...).
+reason), config: template, extraction order, engine, max_new_tokens, greedy, temperature,
+...).
 """
 
 from __future__ import annotations

@@ -104,9 +104,10 @@ def eval_sampling(ev: EvalConfig) -> SamplingSettings:
 
 
 def _generation_settings(cfg: GrpoConfig) -> dict[str, Any]:
-    """The report's record of `eval_sampling` (None where greedy decoding uses no value)."""
+    """The report's record of `eval_sampling` and of the engine that generated (None where
+    greedy decoding uses no value)."""
     s = eval_sampling(cfg.eval)
-    return {"greedy": s.greedy,
+    return {"engine": cfg.rollout.engine, "greedy": s.greedy,
             "max_new_tokens": s.max_new_tokens,
             "temperature": None if s.greedy else s.temperature,
             "top_p": None if s.greedy else s.top_p,
@@ -127,9 +128,10 @@ def _meta(cfg: GrpoConfig, grader: Grader, source: str, **extra: Any) -> dict[st
 
 def generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
                       advance: Optional[Callable[[int], None]] = None,
-                      engine: Any = None) -> list[Problem]:
+                      engine: Any = None, first_index: int = 0) -> list[Problem]:
     """Completions for every record, chunk by chunk (about eval.batch_size sequences each),
-    by `engine` (None = the hf engine on `policy`)."""
+    by `engine` (None = the hf engine on `policy`); `first_index`: the place of records[0]
+    in the whole split (a rank's share starts there)."""
     from grpo_cli.data import render_prompt
     from grpo_cli.rollout.engine import HfEngine
 
@@ -141,8 +143,10 @@ def generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
     for start in range(0, len(records), per_chunk):
         chunk = records[start:start + per_chunk]
         prompts = [render_prompt(policy.tokenizer, r.prompt) for r in chunk]
+        # An engine that seeds requests (vllm) gives prompt i seed + i * n and its samples
+        # the n seeds from there: counted over the whole split, no two problems share one.
         rollout = engine.generate(prompts, sampling, batch_size=cfg.eval.batch_size,
-                                  seed=cfg.trainer.seed + start)
+                                  seed=cfg.trainer.seed + (first_index + start) * n)
         lengths = rollout.lengths.tolist()  # [len(chunk) * n]
         truncated = rollout.truncated.tolist()  # [len(chunk) * n]
         for i, record in enumerate(chunk):
@@ -172,16 +176,25 @@ def _evaluate(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *, limit: Op
     grader = make_grader(cfg)
     if dist is None or not dist.active:
         problems = generate_problems(policy, records, cfg, advance, engine)
-    else:  # rank r generates records r, r + W, ...; rank 0 grades them all, in order
-        shares = dist.gather(generate_problems(policy, records[dist.rank::dist.world], cfg,
-                                               advance, engine))
+    else:  # rank r generates the r-th block of records (seeded by their places in the
+        # split, as one process seeds them); rank 0 grades them all, in order
+        lo, hi = _block(len(records), dist.rank, dist.world)
+        shares = dist.gather(generate_problems(policy, records[lo:hi], cfg, advance, engine,
+                                               first_index=lo))
         if not dist.main:
             return None, []
-        problems = [shares[i % dist.world][i // dist.world] for i in range(len(records))]
+        problems = [p for share in shares for p in share]
     if code_eval.is_code_task(cfg):
         return code_eval.grade_and_summarize(problems, cfg)
     rows = grade_problems(problems, grader)
     return summarize(rows, dataset=cfg.data.name), rows
+
+
+def _block(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rank `rank`'s contiguous share of n items: the first n % world ranks get one more."""
+    size, extra = divmod(n, world)
+    lo = rank * size + min(rank, extra)
+    return lo, lo + size + (1 if rank < extra else 0)
 
 
 def evaluate_policy(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *,
@@ -231,8 +244,8 @@ def _grade_file(cfg: GrpoConfig) -> tuple[dict, list[dict]]:
     else:
         rows = grade_problems(problems, grader)
         report = summarize(rows, dataset=cfg.data.name, meta=meta)
-    report["config"].update(greedy=None, max_new_tokens=None, temperature=None, top_p=None,
-                            top_k=None)  # unknown: the file was generated elsewhere
+    report["config"].update(engine=None, greedy=None, max_new_tokens=None, temperature=None,
+                            top_p=None, top_k=None)  # unknown: the file was generated elsewhere
     report["model"] = str(cfg.eval.completions)  # not the configured model: it ran nowhere
     return report, rows
 
@@ -249,9 +262,10 @@ def _progress(cfg: GrpoConfig, total: int):
 def run_eval(cfg: GrpoConfig) -> dict:
     """`grpo eval`: build the report, print it as a table, write report.json + samples.jsonl.
 
-    Under torchrun the problems are split across the ranks (rank r generates problems r,
-    r + W, ...) and rank 0 grades them all and writes the one report: the same numbers as
-    one process for greedy decoding."""
+    Under torchrun the problems are split across the ranks (rank r generates the r-th
+    contiguous block) and rank 0 grades them all and writes the one report: the same
+    numbers as one process for greedy decoding, and for sampling with an engine that seeds
+    each request (vllm)."""
     from grpo_cli.trainer.dist import SINGLE, start_distributed
 
     out = default_out_dir(cfg)  # cfg is validated: data.name is a known dataset (schema.py)

@@ -120,7 +120,9 @@ def load_base(cfg: ModelConfig, device: torch.device, dtype: torch.dtype,
     left padding and a chat template. `attn_implementation` overrides the config's.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # its load / "Writing model shards" bars in every save
     path = resolve_model_path(cfg.name_or_path, cfg.gguf_file)
     if path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
         raise UserError(f"model.name_or_path={cfg.name_or_path!r}: no such folder")

@@ -16,7 +16,8 @@ padding, with our decode loop (`hf.py`). The trainer and the evaluator hold an e
 (rollout.engine): `HfEngine` here wraps `generate` with the policy, and `vllm.VllmEngine`
 samples with vLLM. Both answer `engine.generate(prompts, sampling, *, batch_size, on_batch,
 seed) -> Rollout` with the same settings and the same `Rollout`: rewards, advantages and the
-loss never know which engine ran.
+loss never know which engine ran. Both build it with `rollout_from_completions` (sampled
+token ids in; the masks, truncation and texts out), so the EOS and padding rules are one.
 
 A `Rollout` holds everything later stages need, as tensors on the policy's device:
 
@@ -40,7 +41,7 @@ from grpo_cli.rollout.hf import sample_tokens
 from grpo_cli.rollout.settings import SamplingSettings
 
 __all__ = ["HfEngine", "Rollout", "SamplingSettings", "concat_rollouts", "eos_token_ids",
-           "generate"]
+           "generate", "prompts_per_batch", "rollout_from_completions"]
 
 
 @dataclass
@@ -69,6 +70,12 @@ class Rollout:
                        self.completion_mask[idx], self.truncated[idx],
                        [self.texts[i] for i in idx.tolist()],
                        self.sampler_logp[idx] if self.sampler_logp is not None else None)
+
+
+def prompts_per_batch(batch_size: Optional[int], num_prompts: int, num_samples: int) -> int:
+    """How many prompts one generation batch takes: `batch_size` sequences (None = all of
+    them) in whole groups of `num_samples`, at least one group."""
+    return max(1, (batch_size or num_prompts * num_samples) // num_samples)
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -107,7 +114,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], sampling: SamplingS
     eos_ids = eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id
     S = sampling.num_samples
-    per_batch = max(1, (batch_size or len(prompts) * S) // S)
+    per_batch = prompts_per_batch(batch_size, len(prompts), S)
     pieces = []
     was_training = model.training
     model.eval()
@@ -120,7 +127,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], sampling: SamplingS
                 out = sample_tokens(model, enc["input_ids"], enc["attention_mask"], sampling,
                                     eos_ids=eos_ids, pad_id=pad_id, with_logprobs=keep_logp)
                 completion, logp = out if keep_logp else (out, None)  # [n*S, T] each
-                pieces.append(_rollout_of_batch(
+                pieces.append(rollout_from_completions(
                     enc["input_ids"].repeat_interleave(S, dim=0),
                     enc["attention_mask"].repeat_interleave(S, dim=0),
                     completion, logp, eos_ids, pad_id, tokenizer))
@@ -152,10 +159,12 @@ class HfEngine:
         pass
 
 
-def _rollout_of_batch(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                      completion_ids: torch.Tensor, logp: Optional[torch.Tensor],
-                      eos_ids: list[int], pad_id: int, tokenizer: Any) -> Rollout:
-    """One generation batch as a Rollout: masks up to the first EOS, pad after it, texts."""
+def rollout_from_completions(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                             completion_ids: torch.Tensor, logp: Optional[torch.Tensor],
+                             eos_ids: list[int], pad_id: int, tokenizer: Any) -> Rollout:
+    """One generation batch as a Rollout, from any engine's sampled tokens: the completion
+    mask up to and including the first EOS, pad after it, the decoded texts, and the sampler
+    log-probs (when kept) zeroed past the mask. Prompt rows are already repeated per sample."""
     completion_mask, truncated = _completion_mask(completion_ids, eos_ids)  # [n, T], [n]
     completion_ids = torch.where(completion_mask.bool(), completion_ids,
                                  torch.full_like(completion_ids, pad_id))  # [n, T]

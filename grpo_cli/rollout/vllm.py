@@ -20,7 +20,9 @@ What it does, and why:
   is told by the parameters' in-place version counters, so rounds of one step reuse it.
 - One request per prompt with n = G samples (they share the prompt's KV cache with prefix
   caching); the prompt ids are those of the hf engine (the same tokenizer call, left
-  padding), passed to vLLM unpadded.
+  padding), passed to vLLM unpadded. Requests go to `llm.generate` in chunks of at most
+  `batch_size` sequences (rollout.batch_size, halved after an out-of-memory error, as for
+  hf); vLLM schedules each chunk within the KV cache it reserved at start.
 - Sampling: temperature, top_p, top_k (0 = off = -1 for vLLM), min_tokens, max_tokens and
   stop_token_ids = grpo's stop set; greedy is temperature 0. Each request has its own seed
   (the call's seed + prompt index * n), so a repeated run samples the same completions.
@@ -46,7 +48,13 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from grpo_cli.rollout.engine import Rollout, _rollout_of_batch, eos_token_ids
+from grpo_cli.rollout.engine import (
+    Rollout,
+    concat_rollouts,
+    eos_token_ids,
+    prompts_per_batch,
+    rollout_from_completions,
+)
 from grpo_cli.rollout.settings import SamplingSettings
 
 log = logging.getLogger("grpo")
@@ -212,31 +220,45 @@ class VllmEngine:
                  batch_size: Optional[int] = None,
                  on_batch: Optional[Callable[[int], None]] = None,
                  seed: Optional[int] = None) -> Rollout:
-        """The hf engine's contract (engine.py); `batch_size` is vLLM's scheduler's business
-        and is ignored; `seed` (None = the run's seed) seeds request i with seed + i * n."""
+        """The hf engine's contract (engine.py). Prompts go to vLLM in chunks of at most
+        `batch_size` sequences (whole groups; None = all at once), so rollout.batch_size and
+        its halving after an out-of-memory error apply here too; `on_batch` follows the
+        chunks. `seed` (None = the run's seed) seeds prompt i of `prompts` with seed + i * n,
+        whatever chunk it falls in: the chunking does not change what is sampled."""
+        S = sampling.num_samples
+        per_batch = prompts_per_batch(batch_size, len(prompts), S)
+        base = self.seed if seed is None else seed
+        pieces = []
+        self._wake()
+        try:
+            lora = self.lora_request()
+            for start in range(0, len(prompts), per_batch):
+                pieces.append(self._generate_batch(prompts[start:start + per_batch], sampling,
+                                                   lora, base + start * S))
+                if on_batch is not None:
+                    on_batch(pieces[-1].completion_ids.shape[0])
+        finally:
+            self._maybe_sleep()
+        return concat_rollouts(pieces, self.policy.tokenizer.pad_token_id)
+
+    def _generate_batch(self, prompts: list[str], sampling: SamplingSettings, lora: Any,
+                        first_seed: int) -> Rollout:
+        """One `llm.generate` call: a request with n = S per prompt, prompt j seeded with
+        first_seed + j * S."""
         tok, device = self.policy.tokenizer, self.policy.device
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         ids, mask = enc["input_ids"], enc["attention_mask"]  # [n, P], left-padded
         requests = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(ids, mask)]
-        base = self.seed if seed is None else seed
         S = sampling.num_samples
-        params = [self.sampling_params(sampling, (base + i * S) % 2**31)
-                  for i in range(len(prompts))]
-        self._wake()
-        try:
-            lora = self.lora_request()
-            outs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
-        finally:
-            self._maybe_sleep()
+        params = [self.sampling_params(sampling, (first_seed + j * S) % 2**31)
+                  for j in range(len(prompts))]
+        outs = self.llm.generate(requests, params, lora_request=lora, use_tqdm=False)
         rows = [c for out in outs for c in sorted(out.outputs, key=lambda c: c.index)]
         completion, logp = _pack(rows, tok.pad_token_id, keep_logp=not sampling.greedy)
-        rollout = _rollout_of_batch(
+        return rollout_from_completions(
             ids.repeat_interleave(S, dim=0).to(device), mask.repeat_interleave(S, dim=0).to(device),
             completion.to(device), None if logp is None else logp.to(device), self.eos,
             tok.pad_token_id, tok)
-        if on_batch is not None:
-            on_batch(len(rows))
-        return rollout
 
     def close(self) -> None:
         """Free the engine and its adapter folder (the run is over)."""

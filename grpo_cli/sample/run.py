@@ -142,14 +142,14 @@ def run_sample(cfg: GrpoConfig) -> Optional[dict]:
              len(records), len(records) - len(todo), cfg.sample.num_samples, rule.keep, out)
     engine = rollout_engine(cfg, policy)
     per_chunk = max(1, cfg.eval.batch_size // cfg.sample.num_samples)
+    gen_cfg = dataclasses.replace(
+        cfg, eval=dataclasses.replace(cfg.eval, num_samples=cfg.sample.num_samples))
     try:
         for start in range(0, len(todo), per_chunk):
             chunk = todo[start:start + per_chunk]
-            # Seeded by the chunk's first problem's place in the split.
-            gen_cfg = dataclasses.replace(
-                cfg, eval=dataclasses.replace(cfg.eval, num_samples=cfg.sample.num_samples),
-                trainer=dataclasses.replace(cfg.trainer, seed=cfg.trainer.seed + chunk[0][0]))
-            problems = generate_problems(policy, [r for _, r in chunk], gen_cfg, engine=engine)
+            # Seeded by the problems' places in the split (first_index), as grpo eval seeds.
+            problems = generate_problems(policy, [r for _, r in chunk], gen_cfg, engine=engine,
+                                         first_index=chunk[0][0])
             for (_, record), problem in zip(chunk, problems):
                 scored = _score(rewards, render_prompt(policy.tokenizer, record.prompt),
                                 record, problem, cfg)

@@ -93,9 +93,9 @@ def run_sft(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str]) -> int:
     from grpo_cli.trainer.parts import RunState
     from grpo_cli.trainer.run_dir import check_run_dir
     from grpo_cli.trainer.sampler import PromptSampler
+    from grpo_cli.trainer.stop import StopRequest
     from grpo_cli.trainer.threads import set_cpu_threads
     from grpo_cli.trainer.train import (
-        StopRequest,
         check_resume_compatible,
         held_logs,
         peak_memory_gb,

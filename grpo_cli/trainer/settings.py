@@ -36,19 +36,30 @@ def rollout_engine(cfg: GrpoConfig, policy: Any) -> Any:
         from grpo_cli.rollout.engine import HfEngine
 
         return HfEngine(policy, cfg.rollout.merge_adapters)
+    from grpo_cli.rollout.vllm import VllmEngine
+
+    return VllmEngine(policy, vllm_options(cfg, policy), seed=cfg.trainer.seed)
+
+
+def vllm_options(cfg: GrpoConfig, policy: Any) -> Any:
+    """`VllmOptions` from `rollout.vllm` and `model`. The LoRA rank vLLM reserves is the
+    policy's adapter's, as built: an adapter from model.adapter_path keeps its own rank
+    (and per-module ranks) whatever model.lora.r says."""
     from grpo_cli.config.vllm_rules import max_lora_rank
     from grpo_cli.policy.demo_model import resolve_model_path
-    from grpo_cli.rollout.vllm import VllmEngine, VllmOptions
+    from grpo_cli.rollout.vllm import VllmOptions
 
     v, m = cfg.rollout.vllm, cfg.model
-    opts = VllmOptions(
-        model_path=resolve_model_path(m.name_or_path, m.gguf_file),
-        max_lora_rank=max_lora_rank(m.lora.r) if policy.lora_enabled else None,
+    rank = None
+    if policy.lora_enabled:
+        peft_cfg = policy.model.peft_config["default"]
+        rank = max_lora_rank(max([peft_cfg.r, *(peft_cfg.rank_pattern or {}).values()]))
+    return VllmOptions(
+        model_path=resolve_model_path(m.name_or_path, m.gguf_file), max_lora_rank=rank,
         quantization=m.quantization, gpu_memory_utilization=v.gpu_memory_utilization,
         cpu_kv_cache_gib=v.cpu_kv_cache_gib, enable_prefix_caching=v.enable_prefix_caching,
         sleep=v.sleep, max_model_len=v.max_model_len, log=v.log,
         trust_remote_code=m.trust_remote_code, revision=m.revision)
-    return VllmEngine(policy, opts, seed=cfg.trainer.seed)
 
 
 def rollout_seed(seed: int, step: int, indices: list[int]) -> int:

@@ -14,8 +14,10 @@
 `hooks` (trainer/hooks.py) are no-ops unless a caller passes its own: the reliability tests
 inject faults through them.
 
-What was simplified, on purpose: one process, one device; groups of G completions never
-leave the process, so advantages need no communication.
+Under torchrun (WORLD_SIZE > 1) the same loop runs in every rank, data-parallel
+(trainer/dist.py, trainer/ranks.py): each rank takes whole groups of the global batch, so
+advantages need no communication; the loss counts, the gradients and every decision (skip,
+OOM halving, stop) are shared; rank 0 alone writes the run folder.
 
 Faults (tests/reliability proves each):
 - Bad input fails during setup, before anything is written: grpo's log lines of the setup are
@@ -23,6 +25,9 @@ Faults (tests/reliability proves each):
   config.yaml is written only once the model, data and rewards are built.
 - A stop request (Ctrl-C, SIGTERM) is honoured at the end of the current step: a checkpoint
   is written and the run exits 130; a second one stops at once, leaving the last checkpoint.
+  Under torchrun a stop on any rank stops every rank at the same step.
+- Under torchrun, a rank that crashes or is killed makes the others stop with one line
+  (the collective they wait in fails: is_peer_lost), naming the newest checkpoint.
 - A step whose loss or gradient is not finite applies no update (step.update) and counts in
   health/skipped_steps; trainer.max_bad_steps in a row stop the run (exit 2) with a
   checkpoint whose weights and optimizer state are those of the last good step.
@@ -39,7 +44,6 @@ import dataclasses
 import errno
 import logging
 import random
-import signal
 import sys
 import time
 from pathlib import Path
@@ -73,6 +77,7 @@ from grpo_cli.trainer.run_dir import check_run_dir, resume_command
 from grpo_cli.trainer.sampler import PromptSampler
 from grpo_cli.trainer.settings import rollout_engine
 from grpo_cli.trainer.step import collect, update
+from grpo_cli.trainer.stop import StopRequest
 from grpo_cli.trainer.threads import set_cpu_threads
 
 log = logging.getLogger("grpo")
@@ -160,7 +165,7 @@ def build(cfg: GrpoConfig, dcfg: DictConfig, run_dir: Path,
     with held_logs(run_dir, created) if dist.main else contextlib.nullcontext():
         resume_from = dist.gather(dist.together(
             lambda: _find_resume(cfg, run_dir, notes) if dist.main else None))[0]
-        parts = dist.together(lambda: _build_parts(cfg, dcfg, run_dir, resume_from, hooks, dist))
+        parts = dist.together(lambda: _build_parts(cfg, dcfg, resume_from, hooks, dist))
     if dist.main:  # written once the model, data and rewards are built
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(dcfg))
     state = RunState.start(cfg)
@@ -196,8 +201,8 @@ def _find_resume(cfg: GrpoConfig, run_dir: Path, notes: tuple[str, ...] | list[s
     return resume_from
 
 
-def _build_parts(cfg: GrpoConfig, dcfg: DictConfig, run_dir: Path, resume_from: Path | None,
-                 hooks: Hooks, dist: Dist) -> RunParts:
+def _build_parts(cfg: GrpoConfig, dcfg: DictConfig, resume_from: Path | None, hooks: Hooks,
+                 dist: Dist) -> RunParts:
     """Rewards, data, policy, optimizer, engine: built on every rank, not yet resumed; the
     tracker is RankTracker until rank 0 builds the real one."""
     from grpo_cli.data import build_prompts, read_examples, render_prompt
@@ -281,39 +286,6 @@ def stop_after_bad_steps(checkpointer: Checkpointer, state: RunState) -> None:
         f"stopped at step {state.step}: {state.bad_in_a_row} steps in a row had a non-finite "
         f"loss or gradient and were skipped; {path} holds the weights of {last_good}, before "
         "the trouble. Try a lower optim.lr, optim.max_grad_norm=1.0, or model.dtype=fp32")
-
-
-class StopRequest:
-    """Turns the first SIGINT/SIGTERM into 'stop after this step'; a second one stops now.
-
-    Under torchrun a Ctrl-C reaches each rank twice (from the terminal and forwarded by the
-    launcher): a repeat within `same_within_s` of the first is the same request. `quiet`
-    (ranks > 0): rank 0 alone says what happens."""
-
-    def __init__(self, quiet: bool = False, same_within_s: float = 0.0) -> None:
-        self.signum: int | None = None
-        self.quiet, self.same_within_s = quiet, same_within_s
-        self._first = 0.0
-        self._old = {}
-
-    def __enter__(self) -> StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None:
-            if time.monotonic() - self._first <= self.same_within_s:
-                return
-            raise KeyboardInterrupt
-        self.signum, self._first = signum, time.monotonic()
-        if not self.quiet:
-            print("\nstop requested: finishing this step and saving a checkpoint "
-              "(press Ctrl-C again to stop now; the last checkpoint stays)", file=sys.stderr)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
 
 
 def seed_everything(seed: int) -> None:

@@ -103,12 +103,6 @@ def _last_step(out: Path) -> int:
     return rows[-1]["step"] if rows else 0
 
 
-def _hint(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.startswith("resume with: ")]
-    assert len(lines) == 1, stderr[-2000:]
-    return lines[0].removeprefix("resume with: ")
-
-
 def test_sigint_leaves_a_resumable_checkpoint_and_the_hint_resumes_it(tiny_llama_path, tmp_path):
     """The printed hint, run as a shell command, resumes the run; stopped again, it prints
     the same hint (one trainer.resume=auto, no double space)."""
@@ -120,7 +114,7 @@ def test_sigint_leaves_a_resumable_checkpoint_and_the_hint_resumes_it(tiny_llama
     err = res.stderr
     assert res.returncode == 130, err[-2000:]
     assert "cpu threads: 1 (trainer.cpu_threads)" in err  # said at start, and applied
-    hint = _hint(err)
+    hint = tiny_run.resume_hint(err)
     assert hint.count("trainer.resume=auto") == 1 and "  " not in hint
     ckpts = [p for p in (out / "checkpoints").iterdir() if p.name.startswith("step-")]
     assert len(ckpts) == 1 and (ckpts[0] / "meta.json").is_file()
@@ -135,7 +129,7 @@ def test_sigint_leaves_a_resumable_checkpoint_and_the_hint_resumes_it(tiny_llama
     assert proc.returncode == 130, err[-2000:]
     assert f"resumed from {ckpts[0]} at step {step}" in stdout + err
     assert [r["step"] for r in metrics(out)] == list(range(1, metrics(out)[-1]["step"] + 1))
-    assert _hint(err) == hint
+    assert tiny_run.resume_hint(err) == hint
 
 
 def test_quiet_run_warns_only_and_writes_readable_samples(tiny_llama_path, tmp_path):

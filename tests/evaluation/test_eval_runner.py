@@ -143,3 +143,36 @@ def test_eval_samples_greedily_for_one_sample_and_with_eval_keys_for_more():
                                     top_p=0.95, top_k=10))
     assert not many.greedy
     assert (many.num_samples, many.temperature, many.top_p, many.top_k) == (4, 0.6, 0.95, 10)
+
+
+def test_eval_chunks_seed_every_problem_apart(tiny_base: Path) -> None:
+    """A seeding engine (vllm) gives prompt i of a chunk seed + i * n and its n samples the
+    seeds from there: over the chunks of eval.batch_size, every seed is used once."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from grpo_cli.data.record import Record
+    from grpo_cli.evaluation.runner import generate_problems
+
+    class SeedingEngine:
+        def __init__(self) -> None:
+            self.seeds: list[int] = []
+
+        def generate(self, prompts, sampling, *, batch_size, seed):
+            n = sampling.num_samples
+            self.seeds += [seed + i * n + s for i in range(len(prompts)) for s in range(n)]
+            rows = len(prompts) * n
+            return SimpleNamespace(lengths=torch.ones(rows), truncated=torch.zeros(rows),
+                                   texts=["1"] * rows)
+
+    cfg = GrpoConfig()
+    cfg.eval.num_samples, cfg.eval.batch_size = 4, 8  # 2 problems a chunk
+    records = [Record(id=str(i), prompt=[{"role": "user", "content": f"q{i}"}], answer="1")
+               for i in range(5)]
+    policy = SimpleNamespace(tokenizer=AutoTokenizer.from_pretrained(tiny_base))
+    engine = SeedingEngine()
+    problems = generate_problems(policy, records, cfg, engine=engine)
+    assert len(problems) == 5
+    assert sorted(engine.seeds) == list(range(cfg.trainer.seed, cfg.trainer.seed + 20))

@@ -31,14 +31,6 @@ def _prompts(tok, questions=QUESTIONS):
                                     add_generation_prompt=True) for q in questions]
 
 
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    import tiny
-
-    return tiny.make_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny32", init_std=0.1,
-                                heads=2, kv_heads=1)
-
-
 def _engines(path, r=8):
     from lora_policy import lora_policy
 
@@ -52,8 +44,8 @@ def _engines(path, r=8):
 
 
 @pytest.fixture(scope="module")
-def tiny_engines(tiny_path):
-    policy, hf, vl = _engines(tiny_path)
+def tiny_engines(tiny_head32_path):
+    policy, hf, vl = _engines(tiny_head32_path)
     yield policy, hf, vl
     vl.close()
 
@@ -138,6 +130,30 @@ def test_first_token_frequencies_follow_the_models_distribution(tiny_engines):
     assert chi2 < crit, (chi2, crit, dof)
 
 
+def test_batch_size_chunks_the_requests_and_samples_the_same(tiny_engines, monkeypatch):
+    """rollout.batch_size caps the sequences of one llm.generate call (whole groups), and
+    on_batch follows the chunks; the seeds follow each prompt's place in the whole list, so
+    the chunked rollout is the one-call rollout."""
+    from grpo_cli.rollout.settings import SamplingSettings
+
+    policy, _, vl = tiny_engines
+    prompts = _prompts(policy.tokenizer, [*QUESTIONS, "Solve for x: 3x + 4 = 19."])
+    sampling = SamplingSettings(num_samples=2, max_new_tokens=12, temperature=0.9)
+    whole = vl.generate(prompts, sampling, seed=5)
+    calls, done, real = [], [], vl.llm.generate
+
+    def counted(requests, params, **kwargs):
+        calls.append(sum(p.n for p in params))
+        return real(requests, params, **kwargs)
+
+    monkeypatch.setattr(vl.llm, "generate", counted)
+    chunked = vl.generate(prompts, sampling, batch_size=5, seed=5, on_batch=done.append)
+    assert calls == [4, 2] and done == [4, 2]  # 5 sequences -> 2 groups of 2, then 1
+    _assert_same_rollout(whole, chunked)
+    assert torch.allclose(whole.sampler_logp, chunked.sampler_logp, atol=1e-5)
+    assert not torch.equal(chunked.completion_ids[0], chunked.completion_ids[1])  # sampled
+
+
 @pytest.mark.skipif(not SMOLLM2.is_dir(), reason=f"{SMOLLM2} is not here")
 def test_greedy_equals_hf_on_smollm2_with_lora_before_and_after_a_step():
     from grpo_cli.rollout.settings import SamplingSettings
@@ -153,15 +169,15 @@ def test_greedy_equals_hf_on_smollm2_with_lora_before_and_after_a_step():
         vl.close()
 
 
-def test_grpo_train_with_vllm_runs_checkpoints_and_resumes(tiny_path, tmp_path, capsys,
-                                                           monkeypatch):
+def test_grpo_train_with_vllm_runs_checkpoints_and_resumes(tiny_head32_path, tmp_path,
+                                                           capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "cli"))  # toy_rewards
     import in_process
     import tiny_run
 
     out = tmp_path / "run"
-    args = tiny_run.base_args(tiny_path, out, 2, "rollout.engine=vllm", "model.lora.r=8",
-                              "rollout.vllm.cpu_kv_cache_gib=0.25",
+    args = tiny_run.base_args(tiny_head32_path, out, 2, "rollout.engine=vllm",
+                              "model.lora.r=8", "rollout.vllm.cpu_kv_cache_gib=0.25",
                               "rollout.vllm.max_model_len=512", "trainer.save_every=1")
     first = in_process.grpo(capsys, "train", *args)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -174,8 +190,8 @@ def test_grpo_train_with_vllm_runs_checkpoints_and_resumes(tiny_path, tmp_path, 
     adapter = load_file(str(out / "checkpoints" / "final" / "policy" / "adapter_model.safetensors"))
     # LoRA B starts at 0: a trained adapter has moved it
     assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
-    more = tiny_run.base_args(tiny_path, out, 3, "rollout.engine=vllm", "model.lora.r=8",
-                              "rollout.vllm.cpu_kv_cache_gib=0.25",
+    more = tiny_run.base_args(tiny_head32_path, out, 3, "rollout.engine=vllm",
+                              "model.lora.r=8", "rollout.vllm.cpu_kv_cache_gib=0.25",
                               "rollout.vllm.max_model_len=512", "trainer.resume=auto")
     again = in_process.grpo(capsys, "train", *more)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -74,3 +74,10 @@ def signal_after_first_step(args: list[str], out: Path, env: dict, sig: int,
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def resume_hint(stderr: str) -> str:
+    """The command a stopped run printed after `resume with: ` (exactly one such line)."""
+    lines = [line for line in stderr.splitlines() if line.startswith("resume with: ")]
+    assert len(lines) == 1, stderr[-2000:]
+    return lines[0].removeprefix("resume with: ")
