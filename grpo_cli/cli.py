@@ -1,4 +1,4 @@
-"""The `grpo` command: train | eval | recipes | plot | export | plan.
+"""The `grpo` command: train | eval | sample | sft | recipes | plot | export | plan.
 
 Every user error is one line on stderr and exit code 2; a traceback means a bug in grpo.
 """
@@ -16,6 +16,8 @@ USAGE = """usage: grpo COMMAND [key=value ...] [+recipe=NAME] [--cfg job]
 commands:
   train     fine-tune with GRPO (no arguments: the embedded quickstart, runs on CPU)
   eval      evaluate a checkpoint, a model, or a file of completions
+  sample    sample completions per problem, keep the best (rejection sampling) as JSONL
+  sft       supervised fine-tuning on JSONL rows of prompt + completion (grpo sample's)
   recipes   list the recipes: purpose, command, hardware, expected result
   plot      write PNG charts of a run:  grpo plot outputs/RUN
   export    merge a LoRA checkpoint into a full model:  grpo export checkpoint=PATH [dtype=fp32]
@@ -27,9 +29,11 @@ examples:
   grpo train +recipe=gsm8k_qwen7b --cfg job        # print the composed config, run nothing
   grpo eval checkpoint=outputs/gsm8k_qwen7b/checkpoints/final
   grpo eval data=gsm8k eval.completions=outputs.jsonl
+  grpo sample checkpoint=outputs/gsm8k_qwen7b/checkpoints/final sample.out=kept.jsonl
 
 Run `grpo COMMAND --help` for a command's own keys (train: the config groups and trainer.*;
-eval: checkpoint=, compare=, eval.*; plan: gpu=, ranks=; export: checkpoint=, out=, dtype=).
+eval: checkpoint=, compare=, eval.*; sample: checkpoint=, sample.*; sft: sft.*;
+plan: gpu=, ranks=; export: checkpoint=, out=, dtype=).
 """
 
 
@@ -116,6 +120,44 @@ def cmd_eval(args: list[str]) -> int:
     return 0
 
 
+def cmd_sft(args: list[str]) -> int:
+    overrides, flags = _split_flags(args)
+    if flags.get("help"):
+        print(_help("sft_help"))
+        return 0
+    from omegaconf import OmegaConf
+
+    from grpo_cli.config.compose import compose_config
+
+    dcfg, cfg = compose_config("sft", overrides, for_training=False)
+    if "cfg" in flags:
+        print(OmegaConf.to_yaml(dcfg), end="")
+        return 0
+    from grpo_cli.sft import run_sft
+
+    _console_level(cfg)
+    return run_sft(cfg, dcfg, overrides)
+
+
+def cmd_sample(args: list[str]) -> int:
+    overrides, flags = _split_flags(args)
+    if flags.get("help"):
+        print(_help("sample_help"))
+        return 0
+    from omegaconf import OmegaConf
+
+    from grpo_cli.config.eval_config import eval_config
+
+    dcfg, cfg = eval_config(overrides, command="sample")
+    if "cfg" in flags:
+        print(OmegaConf.to_yaml(dcfg), end="")
+        return 0
+    from grpo_cli.sample import run_sample
+
+    _console_level(cfg)
+    return 0 if run_sample(cfg) is not None else 130  # None: stopped by Ctrl-C
+
+
 def _console_level(cfg) -> None:
     """logger.console=quiet: grpo's set-up lines off too, warnings and errors still shown."""
     import logging
@@ -183,8 +225,8 @@ def cmd_plan(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "recipes": cmd_recipes, "plot": cmd_plot,
-            "export": cmd_export, "plan": cmd_plan}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "sft": cmd_sft,
+            "recipes": cmd_recipes, "plot": cmd_plot, "export": cmd_export, "plan": cmd_plan}
 
 
 def setup_logging() -> None:

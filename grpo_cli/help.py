@@ -89,6 +89,44 @@ def eval_help() -> str:
         "see every key and its current value: grpo eval --cfg job"])
 
 
+def sample_help() -> str:
+    return "\n".join([
+        "usage: grpo sample [checkpoint=PATH] [GROUP=OPTION ...] sample.out=FILE [key=value ...]",
+        "                   [--cfg job]", "",
+        "Samples sample.num_samples completions per problem of the data's sample.split, scores",
+        "them with the reward stack, keeps them by sample.keep and appends the kept rows to",
+        "sample.out (prompt, completion, question, answer, rewards, source checkpoint): the",
+        "rows grpo sft and data=jsonl read. A rerun with the same settings resumes it.", "",
+        "what to sample from:",
+        *key_lines(schema.GrpoConfig, "", only=("checkpoint",)),
+        "  (a teacher other than the trained model: model.name_or_path=... instead)", "",
+        "sample keys (sample.*):", *key_lines(schema.SampleConfig, "sample."), "",
+        "generation (as grpo eval samples):",
+        *key_lines(schema.EvalConfig, "eval.", only=("max_new_tokens", "temperature", "top_p",
+                                                     "top_k", "batch_size")), "",
+        "with checkpoint=, the model, data and rewards come from the checkpoint's config.yaml;",
+        "a GROUP=OPTION or key=value given here replaces them. Without it:",
+        *_groups_and_recipes("sample"), "",
+        "see every key and its current value: grpo sample --cfg job"])
+
+
+def sft_help() -> str:
+    return "\n".join([
+        "usage: grpo sft data=jsonl data.path=FILE [GROUP=OPTION ...] [key=value ...] [--cfg job]",
+        "",
+        "Supervised fine-tuning on JSONL rows of prompt (chat messages or a string) +",
+        "completion, e.g. grpo sample's kept rows; the loss is on the completion tokens only.",
+        "The model, optimizer, run folder, checkpoints and resume are grpo train's; its",
+        "checkpoint continues with grpo train model.adapter_path=CKPT/policy.", "",
+        "sft keys (sft.*):", *key_lines(schema.SftConfig, "sft."), "",
+        "run keys (trainer.*):",
+        *key_lines(schema.TrainerConfig, "trainer.", only=(
+            "run_name", "output_dir", "seed", "max_steps", "micro_batch_size", "save_every",
+            "keep_last", "resume", "cpu_threads")), "",
+        *_groups_and_recipes("sft"), "",
+        "see every key and its current value: grpo sft --cfg job"])
+
+
 def plan_help() -> str:
     from grpo_cli.plan import GPUS_GIB
 

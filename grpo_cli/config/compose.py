@@ -46,7 +46,7 @@ log = logging.getLogger("grpo")
 
 GROUPS = ("model", "data", "reward", "algo", "rollout", "optim", "logger")
 # The command each config file serves (its keys are checked with config.command_of).
-COMMANDS = {"train": "train", "eval": "eval"}
+COMMANDS = {"train": "train", "eval": "eval", "sample": "sample", "sft": "sft"}
 
 
 def config_dir() -> Path:
@@ -93,17 +93,18 @@ def _override_key(override: str) -> tuple[str, str]:
 
 
 def _check_command(key: str, command: str) -> None:
-    """A key the other command reads is refused: it would be accepted and ignored."""
+    """A key only other commands read is refused: it would be accepted and ignored."""
     owner = command_of(key)
-    if owner in ("both", command):
+    if owner == "both" or command in owner.split(","):
         return
     keys = schema_keys()
     top = [k for k in keys if command_of(k) == owner
            and command_of(k.rpartition(".")[0] or "") != owner]
     shared = [k for k in keys if command_of(k) == "both" and k.rpartition(".")[0] in top]
     but = f" except {', '.join(shared)}" if shared else ""
-    raise ConfigError(f"{key} is read only by `grpo {owner}`, not by `grpo {command}`; drop it "
-                      f"(grpo {owner} alone reads: {', '.join(top)}{but})")
+    who = " / ".join(f"`grpo {c}`" for c in owner.split(","))
+    raise ConfigError(f"{key} is read only by {who}, not by `grpo {command}`; drop it "
+                      f"({who.replace('`', '')} alone: {', '.join(top)}{but})")
 
 
 def _check_override_key(override: str, command: str = "train") -> None:

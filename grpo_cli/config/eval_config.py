@@ -1,4 +1,5 @@
-"""The config of `grpo eval`: a checkpoint's saved config, with the command line on top.
+"""The config of `grpo eval` (and `grpo sample`): a checkpoint's saved config, with the
+command line on top.
 
 A trained checkpoint is evaluated the way it was trained: its `config.yaml` supplies the
 model, data adapter, prompt template and rewards. What the user types still wins: a group
@@ -18,8 +19,9 @@ from grpo_cli.config.schema import GrpoConfig
 from grpo_cli.trainer.checkpoint import load_checkpoint_config
 
 
-def eval_config(overrides: list[str]) -> tuple[DictConfig, GrpoConfig]:
-    dcfg, cfg = compose_config("eval", overrides, for_training=False)
+def eval_config(overrides: list[str], command: str = "eval") -> tuple[DictConfig, GrpoConfig]:
+    """`command`: "eval" or "sample" (configs/<command>.yaml and the keys it reads)."""
+    dcfg, cfg = compose_config(command, overrides, for_training=False)
     if not cfg.checkpoint:
         return dcfg, cfg
     ckpt = Path(cfg.checkpoint)
@@ -30,8 +32,9 @@ def eval_config(overrides: list[str]) -> tuple[DictConfig, GrpoConfig]:
             base[key] = dcfg[key]
         elif key != "recipe":
             OmegaConf.update(base, key, OmegaConf.select(dcfg, key), force_add=True)
-    # Keys the training run never set keep the eval defaults (eval.*, compare).
+    # Keys the training run never set keep the eval defaults (eval.*, sample.*, compare).
     base["eval"] = dcfg["eval"]
+    base["sample"] = dcfg["sample"]
     base["checkpoint"] = str(ckpt)
     base["compare"] = dcfg["compare"]
     base.model.adapter_path = str(ckpt / "policy") if (ckpt / "policy" / "adapter_config.json"

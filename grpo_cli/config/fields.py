@@ -20,7 +20,8 @@ def bounded(default: Any, *, lo: float | None = None, hi: float | None = None,
 
 
 def only(command: str, **kwargs: Any) -> Any:
-    """A field read by one command only ("train" or "eval"), or by "both" under such a one."""
+    """A field read by some commands only ("train", "eval", "sample" or a comma list such as
+    "eval,sample"), or by "both" (every command) under such a one."""
     return field(metadata={"only": command}, **kwargs)
 
 

@@ -12,9 +12,10 @@ Which keys a resumed run must keep is data too: `resume_fixed=True` marks the fi
 change between a checkpoint and its resume would corrupt the run (the model and its LoRA
 shape, G, the dataset, the optimizer); `resume_fixed_keys()` lists them.
 
-Which command reads a key is data too: `only="train"` / `only="eval"` in a field's metadata
-(inherited by the keys below it, `only="both"` lifts it again). A key typed on the command
-line of the other command is refused (`command_of`).
+Which command reads a key is data too: `only="train"` / `only="eval"` / `only="sample"`, or a
+comma list (`only="eval,sample"`), in a field's metadata (inherited by the keys below it;
+`only="both"` lifts it again: every command reads the key). A key typed on the command line of
+a command that does not read it is refused (`command_of`).
 """
 
 from __future__ import annotations
@@ -284,7 +285,7 @@ class LoggerConfig:
     health_checks: bool = only("train", default=True)
     # Write PNG charts to <output_dir>/plots at the end of training.
     plot_at_end: bool = only("train", default=True)
-    wandb: WandbConfig = only("train", default_factory=WandbConfig)
+    wandb: WandbConfig = only("train,sft", default_factory=WandbConfig)
 
 
 @dataclass
@@ -297,41 +298,43 @@ class TrainerConfig:
     seed: int = only("both", default=0)
     max_steps: int = bounded(100, lo=1)
     # Prompts per step (each gets algo.num_generations completions).
-    prompts_per_step: int = bounded(4, lo=1)
+    prompts_per_step: int = bounded(4, lo=1, only="train")
     # Sequences per forward/backward pass. A value >= the step's batch means the whole batch;
     # one that does not divide it leaves a smaller last micro-batch (the loss is normalised by
     # the optimizer step's counts, so the gradient is the same).
     micro_batch_size: int = bounded(8, lo=1)
     # Micro-batches per optimizer step (null = the whole step's batch in one optimizer step);
     # a step's batch that does not split evenly ends with a smaller optimizer step.
-    grad_accum_steps: Optional[int] = bounded(None, lo=1)
+    # (grpo sft: sft.batch_size rows per optimizer step, in micro-batches of micro_batch_size.)
+    grad_accum_steps: Optional[int] = bounded(None, lo=1, only="train")
     # Save a checkpoint every N steps (0 = only at the end) and keep the newest K.
     save_every: int = bounded(50, lo=0)
     keep_last: int = bounded(2, lo=1)
     # Held-out eval every N steps (0 = never); the best is kept as checkpoints/best.
-    eval_every: int = bounded(0, lo=0)
+    eval_every: int = bounded(0, lo=0, only="train")
     # Write sample completions to <output_dir>/samples every N steps.
-    log_every: int = bounded(10, lo=1)
+    log_every: int = bounded(10, lo=1, only="train")
     # null = fresh run (refused when output_dir already holds a run); auto = newest
     # checkpoint in output_dir; or a checkpoint path.
     resume: Optional[str] = None
     # Consecutive non-finite steps tolerated before the run stops.
-    max_bad_steps: int = bounded(3, lo=1)
+    max_bad_steps: int = bounded(3, lo=1, only="train")
     # torch threads on CPU. null = auto: the cores not already busy (cores minus the load
     # average, at least 1), or OMP_NUM_THREADS when set; shown at start (see threads.py).
     cpu_threads: Optional[int] = bounded(None, lo=1, only="both")
     # Under torchrun: seconds a rank waits in a collective (gradient sum, checkpoint, eval)
     # for the others before it stops with an error; a checkpoint save or a held-out eval on
     # a big model must fit in it.
-    dist_timeout_s: float = bounded(1800.0, gt=0)
+    dist_timeout_s: float = bounded(1800.0, gt=0, only="train")
 
 
 @dataclass
 class EvalConfig:
-    # Problems evaluated (null = the whole test split).
-    limit: Optional[int] = bounded(200, lo=1)
+    # Problems evaluated (null = the whole test split). grpo sample: sample.limit.
+    limit: Optional[int] = bounded(200, lo=1, only="train,eval")
     # Samples per problem: 1 = greedy, n > 1 = sampled with eval.temperature / top_p / top_k.
-    num_samples: int = bounded(1, lo=1)
+    # grpo sample: sample.num_samples.
+    num_samples: int = bounded(1, lo=1, only="train,eval")
     # Sequences generated at once.
     batch_size: int = bounded(32, lo=1)
     # grpo eval: grade this JSONL of pre-generated completions instead of generating.
@@ -353,19 +356,62 @@ class EvalConfig:
 
 
 @dataclass
+class SampleConfig:
+    # grpo sample: completions drawn per problem (sampled with eval.temperature / top_p /
+    # top_k, at most eval.max_new_tokens each; 1 = greedy).
+    num_samples: int = bounded(8, lo=1)
+    # Which split of data is sampled: its train part (data.train_split) or test part.
+    split: str = choice("train", ["train", "test"])
+    # Problems sampled (null = the whole split).
+    limit: Optional[int] = bounded(None, lo=1)
+    # Which completions are kept: correct = the correctness reward accepts it (1.0); best =
+    # the highest total reward of its problem (ties kept); threshold = total >= sample.threshold.
+    keep: str = choice("correct", ["correct", "best", "threshold"])
+    # The total reward a completion needs with sample.keep=threshold.
+    threshold: Optional[float] = None
+    # Most completions kept per problem (the highest totals first).
+    max_per_problem: int = bounded(1, lo=1)
+    # Keep a completion only once per problem (texts compared with whitespace collapsed).
+    dedupe: bool = True
+    # The JSONL of kept rows (prompt, completion, question, answer, rewards, source
+    # checkpoint); <out>.done.jsonl lists the finished problems (a rerun skips them) and
+    # <out>.summary.json the summary. Required by grpo sample.
+    out: Optional[str] = None
+
+
+@dataclass
+class SftConfig:
+    # grpo sft: rows per optimizer step (split into trainer.micro_batch_size micro-batches,
+    # whose gradients are accumulated; the loss is the mean over the step's completion tokens).
+    batch_size: int = bounded(8, lo=1)
+    # Rows longer than this (prompt + completion tokens) are dropped and counted.
+    max_seq_len: int = bounded(1024, lo=8)
+    # Held-out loss (eval/loss) on the data's test part every N steps and at the end
+    # (0 = only at the end).
+    eval_every: int = bounded(0, lo=0)
+    # Rows the held-out loss reads (null = the whole test part).
+    eval_limit: Optional[int] = bounded(200, lo=1)
+
+
+@dataclass
 class GrpoConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     algo: AlgoConfig = only("train", default_factory=AlgoConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    optim: OptimConfig = only("train", default_factory=OptimConfig)
+    optim: OptimConfig = only("train,sft", default_factory=OptimConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    trainer: TrainerConfig = only("train", default_factory=TrainerConfig)
+    trainer: TrainerConfig = only("train,sft", default_factory=TrainerConfig)
     # Held-out eval: grpo eval, and grpo train every trainer.eval_every steps.
     eval: EvalConfig = field(default_factory=EvalConfig)
-    # grpo eval: the checkpoint to evaluate (null = the configured model as it is).
-    checkpoint: Optional[str] = only("eval", default=None)
+    # grpo sample: the rejection-sampling stage (its own keys; generation from eval.*).
+    sample: SampleConfig = only("sample", default_factory=SampleConfig)
+    # grpo sft: supervised fine-tuning on prompt + completion rows (its own keys).
+    sft: SftConfig = only("sft", default_factory=SftConfig)
+    # grpo eval / grpo sample: the checkpoint to evaluate or sample from (null = the
+    # configured model as it is).
+    checkpoint: Optional[str] = only("eval,sample", default=None)
     # grpo eval: comma-separated report folders to show side by side.
     compare: Optional[str] = only("eval", default=None)
 
@@ -394,7 +440,8 @@ def resume_fixed_keys() -> List[str]:
 
 
 def command_of(key: str) -> str:
-    """Which command reads a dotted key: "train", "eval" or "both" (see the module docstring).
+    """Which commands read a dotted key: "train", "eval", "sample", a comma list of them, or
+    "both" = every command (see the module docstring).
 
     The deepest `only` on the key's path wins; keys outside the schema (user-named reward
     components) are read by both.

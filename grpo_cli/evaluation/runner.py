@@ -126,9 +126,9 @@ def _meta(cfg: GrpoConfig, grader: Grader, source: str, **extra: Any) -> dict[st
             **extra}
 
 
-def _generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
-                       advance: Optional[Callable[[int], None]] = None,
-                       engine: Any = None, first_index: int = 0) -> list[Problem]:
+def generate_problems(policy: Any, records: Sequence[Any], cfg: GrpoConfig,
+                      advance: Optional[Callable[[int], None]] = None,
+                      engine: Any = None, first_index: int = 0) -> list[Problem]:
     """Completions for every record, chunk by chunk (about eval.batch_size sequences each),
     by `engine` (None = the hf engine on `policy`); `first_index`: the place of records[0]
     in the whole split (a rank's share starts there)."""
@@ -175,12 +175,12 @@ def _evaluate(policy: Any, records: Sequence[Any], cfg: GrpoConfig, *, limit: Op
                         "nothing to evaluate")
     grader = make_grader(cfg)
     if dist is None or not dist.active:
-        problems = _generate_problems(policy, records, cfg, advance, engine)
+        problems = generate_problems(policy, records, cfg, advance, engine)
     else:  # rank r generates the r-th block of records (seeded by their places in the
         # split, as one process seeds them); rank 0 grades them all, in order
         lo, hi = _block(len(records), dist.rank, dist.world)
-        shares = dist.gather(_generate_problems(policy, records[lo:hi], cfg, advance, engine,
-                                                first_index=lo))
+        shares = dist.gather(generate_problems(policy, records[lo:hi], cfg, advance, engine,
+                                               first_index=lo))
         if not dist.main:
             return None, []
         problems = [p for share in shares for p in share]

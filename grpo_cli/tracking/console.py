@@ -22,6 +22,8 @@ LINE_FIELDS: list[tuple[str, str, str]] = [
     ("len", "completion_len/mean", "{:.0f}"),
     ("clip", "completion_len/clipped_frac", "{:.0%}"),
     ("zero_std", "frac_zero_std", "{:.0%}"),
+    ("loss", "sft/loss", "{:.4f}"),  # grpo sft (GRPO's `loss` is not shown: see README)
+    ("eval loss", "eval/loss", "{:.4f}"),  # grpo sft's held-out loss
     ("tok/s", "tokens_per_s", "{:.0f}"),
     ("mem", "mem/peak_gb", "{:.1f}GB"),
     ("time", "time/step_s", "{:.1f}s"),

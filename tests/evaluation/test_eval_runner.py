@@ -154,7 +154,7 @@ def test_eval_chunks_seed_every_problem_apart(tiny_base: Path) -> None:
     from transformers import AutoTokenizer
 
     from grpo_cli.data.record import Record
-    from grpo_cli.evaluation.runner import _generate_problems
+    from grpo_cli.evaluation.runner import generate_problems
 
     class SeedingEngine:
         def __init__(self) -> None:
@@ -173,6 +173,6 @@ def test_eval_chunks_seed_every_problem_apart(tiny_base: Path) -> None:
                for i in range(5)]
     policy = SimpleNamespace(tokenizer=AutoTokenizer.from_pretrained(tiny_base))
     engine = SeedingEngine()
-    problems = _generate_problems(policy, records, cfg, engine=engine)
+    problems = generate_problems(policy, records, cfg, engine=engine)
     assert len(problems) == 5
     assert sorted(engine.seeds) == list(range(cfg.trainer.seed, cfg.trainer.seed + 20))
