@@ -25,7 +25,9 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from omegaconf import MISSING
 
+from grpo_cli.config.algo_schema import AlgoConfig
 from grpo_cli.config.fields import bounded, choice, only, resume_fixed  # noqa: F401 (re-export)
+from grpo_cli.config.stage_schema import SampleConfig, SftConfig
 from grpo_cli.config.vllm_schema import VllmConfig
 from grpo_cli.errors import UserError
 
@@ -167,61 +169,6 @@ class RewardConfig:
 
 
 @dataclass
-class AlgoConfig:
-    # G: completions sampled per prompt.
-    num_generations: int = bounded(8, lo=2, resume_fixed=True)
-    # Coefficient of the k3 KL penalty to the reference policy (0 = no reference pass).
-    beta: float = bounded(0.04, lo=0)
-    # Clip range of the ratio: [1 - epsilon_low, 1 + epsilon_high] (DAPO clip-higher: 0.28).
-    epsilon_low: float = bounded(0.2, lo=0, hi=1)
-    epsilon_high: float = bounded(0.2, lo=0)
-    # The policy-gradient surrogate (README "Algorithms"): clip = PPO/GRPO's clipped ratio;
-    # cispo = MiniMax-M1's clipped, detached importance weight times logp (every token keeps
-    # a gradient; the paper sets no lower bound: epsilon_low=1).
-    policy_loss: str = choice("clip", ["clip", "cispo"])
-    # Importance ratio per token (GRPO), or per sequence (GSPO: exp of the mean token
-    # log-ratio of the completion, clipped as one; GSPO's own range is 3e-4 / 4e-4).
-    ratio_level: str = choice("token", ["token", "sequence"])
-    # INTELLECT-2's two-sided clipping: the unclipped ratio is capped at delta, so a token
-    # with a negative advantage and a runaway ratio stops pushing (null = off; must be
-    # > 1 + epsilon_high; policy_loss=clip only).
-    delta: Optional[float] = bounded(None, gt=1)
-    # Entropy bonus: each token's loss gets - entropy_coef * H_t (the policy's token entropy,
-    # with its gradient: pushes against entropy collapse; 0 = off, no extra work).
-    entropy_coef: float = bounded(0.0, lo=0)
-    # Keep the policy term only on the tokens whose entropy is in the top q of the optimizer
-    # step's completion tokens (every rank's; "Beyond the 80/20 Rule": 0.2). The entropies are
-    # the sampling policy's (one more no-grad pass); the KL term keeps every token; 1 = off.
-    top_entropy_quantile: float = bounded(1.0, gt=0, hi=1)
-    # Token aggregation of the loss.
-    loss_agg: str = choice("seq_mean_token_mean",
-                           ["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"])
-    # Advantage scaling: group std (GRPO), batch std, or none (Dr. GRPO).
-    scale_rewards: str = choice("group", ["group", "batch", "none"])
-    # Baseline subtracted from each reward: group mean, or leave-one-out mean (RLOO).
-    baseline: str = choice("mean", ["mean", "rloo"])
-    # Added to the std before dividing.
-    adv_eps: float = bounded(1e-4, gt=0)
-    # Optimisation passes over each batch of rollouts (mu in the GRPO paper).
-    num_iterations: int = bounded(1, lo=1)
-    # DAPO dynamic sampling: drop zero-variance groups and sample more prompts to refill.
-    dynamic_sampling: bool = False
-    # Extra sampling rounds allowed to refill the batch.
-    dynamic_sampling_max_rounds: int = bounded(3, lo=0)
-    # Exclude completions cut at max_new_tokens from the loss (DAPO overlong filtering).
-    mask_truncated: bool = False
-    # Sampler correction (truncated importance sampling) for merged decoding: each token's
-    # policy-gradient term is weighted by min(pi_train / pi_sampler, is_cap); null = off.
-    # README: "Merged decoding and the sampler correction".
-    is_cap: Optional[float] = bounded(2.0, gt=0)
-    # Adaptive KL controller: target KL (null = fixed beta), starting from algo.beta (> 0).
-    # Each step beta *= 1 + clip(kl / kl_target - 1, -0.2, 0.2) / kl_horizon, so beta moves
-    # at most 20% per kl_horizon steps.
-    kl_target: Optional[float] = bounded(None, gt=0)
-    kl_horizon: int = bounded(1000, lo=1)
-
-
-@dataclass
 class RolloutConfig:
     # Sampling runs a decode loop over the transformers model with its KV cache (each prompt
     # prefilled once, its cache copied for the G samples). Eval generates with eval.*.
@@ -353,44 +300,6 @@ class EvalConfig:
     # Nucleus and top-k sampling when num_samples > 1 (top_k 0 = off).
     top_p: float = bounded(1.0, gt=0, hi=1)
     top_k: int = bounded(0, lo=0)
-
-
-@dataclass
-class SampleConfig:
-    # grpo sample: completions drawn per problem (sampled with eval.temperature / top_p /
-    # top_k, at most eval.max_new_tokens each; 1 = greedy).
-    num_samples: int = bounded(8, lo=1)
-    # Which split of data is sampled: its train part (data.train_split) or test part.
-    split: str = choice("train", ["train", "test"])
-    # Problems sampled (null = the whole split).
-    limit: Optional[int] = bounded(None, lo=1)
-    # Which completions are kept: correct = the correctness reward accepts it (1.0); best =
-    # the highest total reward of its problem (ties kept); threshold = total >= sample.threshold.
-    keep: str = choice("correct", ["correct", "best", "threshold"])
-    # The total reward a completion needs with sample.keep=threshold.
-    threshold: Optional[float] = None
-    # Most completions kept per problem (the highest totals first).
-    max_per_problem: int = bounded(1, lo=1)
-    # Keep a completion only once per problem (texts compared with whitespace collapsed).
-    dedupe: bool = True
-    # The JSONL of kept rows (prompt, completion, question, answer, rewards, source
-    # checkpoint); <out>.done.jsonl lists the finished problems (a rerun skips them) and
-    # <out>.summary.json the summary. Required by grpo sample.
-    out: Optional[str] = None
-
-
-@dataclass
-class SftConfig:
-    # grpo sft: rows per optimizer step (split into trainer.micro_batch_size micro-batches,
-    # whose gradients are accumulated; the loss is the mean over the step's completion tokens).
-    batch_size: int = bounded(8, lo=1)
-    # Rows longer than this (prompt + completion tokens) are dropped and counted.
-    max_seq_len: int = bounded(1024, lo=8)
-    # Held-out loss (eval/loss) on the data's test part every N steps and at the end
-    # (0 = only at the end).
-    eval_every: int = bounded(0, lo=0)
-    # Rows the held-out loss reads (null = the whole test part).
-    eval_limit: Optional[int] = bounded(200, lo=1)
 
 
 @dataclass
