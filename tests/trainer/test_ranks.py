@@ -110,3 +110,23 @@ def test_the_entropy_threshold_is_over_every_ranks_tokens():
         local = (mine, theirs)[rank]
         assert global_entropy_threshold(Parts(dist, None), local, 0.5) == pytest.approx(0.3)
     assert global_entropy_threshold(Parts(Single(), None), mine, 0.5) == pytest.approx(0.15)
+
+
+def test_start_distributed_uses_the_configured_timeout_and_backend(monkeypatch):
+    # What torchrun's environment and trainer.dist_timeout_s give init_process_group.
+    import torch.distributed as td
+
+    from grpo_cli.trainer import dist
+
+    seen = {}
+    monkeypatch.setattr(td, "is_initialized", lambda: False)
+    monkeypatch.setattr(td, "init_process_group",
+                        lambda backend, **kw: seen.update(backend=backend, **kw))
+    monkeypatch.setattr(dist, "_elastic_store", lambda rank, world, timeout: {})
+    for key, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    got = dist.start_distributed("cpu", 42.5)
+    assert (got.rank, got.world, got.backend, got.main) == (1, 2, "gloo", False)
+    assert seen["backend"] == "gloo" and seen["timeout"].total_seconds() == 42.5
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert dist.start_distributed("cpu", 42.5) is dist.SINGLE  # plain grpo: no group
