@@ -49,6 +49,12 @@ class PeerFailed(UserError):
     quietly with the same code."""
 
 
+def shared_error(message: str, rank: int) -> UserError:
+    """An error every rank finds alike (the same config, the same summed numbers): rank 0's
+    is printed, the others' is a PeerFailed, so the user reads it once."""
+    return UserError(message) if rank == 0 else PeerFailed(message)
+
+
 @dataclass(frozen=True)
 class Dist:
     rank: int = 0

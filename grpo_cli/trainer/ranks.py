@@ -25,19 +25,16 @@ from typing import Any, Iterator
 
 import torch
 
-from grpo_cli.errors import UserError
-
 
 def check_world(cfg: Any, world: int) -> None:
     """trainer.prompts_per_step is global: it must split into whole groups per rank."""
     if world > 1 and cfg.trainer.prompts_per_step % world:
-        from grpo_cli.trainer.dist import PeerFailed, env_rank
+        from grpo_cli.trainer.dist import env_rank, shared_error
 
-        # Every rank finds it; rank 0 says it.
-        error = UserError if env_rank() == 0 else PeerFailed
-        raise error(f"trainer.prompts_per_step={cfg.trainer.prompts_per_step} does not "
-                    f"split evenly over {world} ranks (the global number of prompts per "
-                    f"step; each rank takes whole groups): use a multiple of {world}")
+        raise shared_error(f"trainer.prompts_per_step={cfg.trainer.prompts_per_step} does "
+                           f"not split evenly over {world} ranks (the global number of prompts "
+                           f"per step; each rank takes whole groups): use a multiple of "
+                           f"{world}", env_rank())
 
 
 def take_prompts(parts: Any, n: int) -> list[int]:

@@ -50,10 +50,12 @@ def check_run_dir(run_dir: Path, resume: str | None, has_checkpoint: bool) -> No
 def _launcher() -> list[str] | None:
     """`torchrun ... -m grpo_cli` for a run torchrun started (None for a plain one): the
     process counts from its environment; other nodes' rendezvous options are the user's."""
-    world, local = os.environ.get("WORLD_SIZE"), os.environ.get("LOCAL_WORLD_SIZE")
-    if not world or not local or int(world) <= 1:
+    from grpo_cli.trainer.dist import launched_world_size
+
+    world, local = launched_world_size(), os.environ.get("LOCAL_WORLD_SIZE")
+    if world <= 1 or not local:
         return None
-    nodes = max(1, int(world) // max(int(local), 1))
+    nodes = max(1, world // max(int(local), 1))
     launch = ["torchrun", f"--nproc_per_node={local}"]
     if nodes > 1:
         launch[1:1] = [f"--nnodes={nodes}", "<your --rdzv options>"]

@@ -61,10 +61,10 @@ from grpo_cli.trainer.checkpoint import Checkpointer
 from grpo_cli.trainer.dist import (
     SINGLE,
     Dist,
-    PeerFailed,
     is_peer_lost,
     launched_world_size,
     peer_lost_reason,
+    shared_error,
     start_distributed,
 )
 from grpo_cli.trainer.hooks import NO_HOOKS, Hooks
@@ -282,10 +282,11 @@ def stop_after_bad_steps(checkpointer: Checkpointer, state: RunState) -> None:
     last_good = f"step {state.last_good}" if state.last_good else "the start"
     # Every rank skipped the same steps (the decision uses the summed gradients and loss):
     # each stops here, rank 0 alone says so.
-    raise (UserError if checkpointer.parts.dist.main else PeerFailed)(
+    raise shared_error(
         f"stopped at step {state.step}: {state.bad_in_a_row} steps in a row had a non-finite "
         f"loss or gradient and were skipped; {path} holds the weights of {last_good}, before "
-        "the trouble. Try a lower optim.lr, optim.max_grad_norm=1.0, or model.dtype=fp32")
+        "the trouble. Try a lower optim.lr, optim.max_grad_norm=1.0, or model.dtype=fp32",
+        checkpointer.parts.dist.rank)
 
 
 def seed_everything(seed: int) -> None:
