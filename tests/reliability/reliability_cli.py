@@ -42,15 +42,7 @@ def grpo_many(arg_lists: list[list[str]],
 metrics = tiny_run.metrics
 
 
-def assert_one_error_line(res: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit 2, stderr is exactly one line `error: ...` naming `needles`, no traceback."""
-    err = res.stderr.strip()
-    assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
-    assert "Traceback" not in res.stderr + res.stdout, res.stderr[-3000:]
-    assert err.startswith("error: ") and "\n" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
+assert_one_error_line = tiny_run.assert_one_error_line
 
 
 def last_line(text: str) -> str:

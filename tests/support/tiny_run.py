@@ -81,3 +81,14 @@ def resume_hint(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.startswith("resume with: ")]
     assert len(lines) == 1, stderr[-2000:]
     return lines[0].removeprefix("resume with: ")
+
+
+def assert_one_error_line(res: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2, stderr is exactly one line `error: ...` naming `needles`, no traceback."""
+    err = res.stderr.strip()
+    assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr[-3000:]
+    assert err.startswith("error: ") and "\n" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
