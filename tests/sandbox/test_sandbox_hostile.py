@@ -104,6 +104,22 @@ def test_writes_outside_the_work_dir_do_not_land(sandbox, tmp_path):
     assert "refused /root/pwned" in r.stdout and f"refused {run_dir / 'pwned'}" in r.stdout
 
 
+def test_what_it_can_read(sandbox):
+    """bwrap: a root of its own, without the source tree, /root or /etc's files; uid and
+    process: whatever is world-readable (README: not covered there)."""
+    here = os.path.abspath(__file__)
+    prog = GOOD_F + "import os\nfor p in %r:\n    try:\n        open(p, 'rb').read(1)\n" \
+                    "        print('read', p)\n    except OSError as e:\n" \
+                    "        print('refused', p, type(e).__name__)\n" % [here, "/etc/hostname"]
+    r = run(sandbox, prog)
+    assert r.status == "passed"
+    if sandbox.isolation == "bwrap":
+        assert f"refused {here} FileNotFoundError" in r.stdout
+        assert "refused /etc/hostname FileNotFoundError" in r.stdout
+    elif os.path.exists("/etc/hostname") and os.stat("/etc/hostname").st_mode & 0o004:
+        assert "read /etc/hostname" in r.stdout
+
+
 def test_the_parents_secrets_do_not_reach_it(sandbox, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "sekrit-wandb-0123")
     monkeypatch.setenv("HF_TOKEN", "sekrit-hf-4567")
