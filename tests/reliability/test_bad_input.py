@@ -53,6 +53,10 @@ def _cases(root: Path, model: Path) -> dict[str, tuple[list[str], tuple[str, ...
                                    ("reward.components.bad.fn", "cannot import")),
         "reward_wrong_signature": (["+reward.components.bad.fn=faulty_rewards:wrong_signature"],
                                    ("reward.components.bad.fn", "must accept")),
+        "sandbox_bwrap_missing": (["+reward.components.code.fn=code_tests",
+                                   "+reward.components.code.kwargs={sandbox: {isolation: bwrap, "
+                                   f"bwrap: '{root / 'no-such-bwrap'}'}}}}"],
+                                  ("sandbox bwrap", "no-such-bwrap", "not an executable")),
         "resume_not_a_checkpoint": ([f"trainer.resume={not_a_ckpt}"],
                                     ("trainer.resume", "not a checkpoint")),
         "output_dir_unwritable": ([f"trainer.output_dir={a_file / 'run'}"],
@@ -62,7 +66,8 @@ def _cases(root: Path, model: Path) -> dict[str, tuple[list[str], tuple[str, ...
 
 CASES = ["missing_dataset", "malformed_dataset", "no_usable_rows", "unknown_recipe",
          "model_path_missing", "tokenizer_no_pad_no_eos", "reward_does_not_import",
-         "reward_wrong_signature", "resume_not_a_checkpoint", "output_dir_unwritable"]
+         "reward_wrong_signature", "sandbox_bwrap_missing", "resume_not_a_checkpoint",
+         "output_dir_unwritable"]
 
 
 @pytest.fixture(scope="module")

@@ -110,8 +110,12 @@ def test_code_reward_in_the_stack_logs_its_metrics():
 @pytest.mark.parametrize("kwargs, match", [
     ({"sandbox": {"wall_seconds": 3}}, "unknown sandbox option"),
     ({"sandbox": {"wall_s": 0}}, "must be > 0"),
-    ({"sandbox": {"isolation": "bwrap"}}, "isolation 'bwrap' is not one of"),
+    ({"sandbox": {"isolation": "nsjail"}}, "isolation 'nsjail' is not one of"),
     ({"sandbox": {"python": "/no/such/python"}}, "not an executable"),
+    ({"sandbox": {"isolation": "bwrap", "bwrap": "/no/such/bwrap"}},
+     "sandbox bwrap '/no/such/bwrap' is not an executable"),
+    ({"sandbox": {"isolation": "bwrap", "bwrap": "false"}},  # found, but its probe fails
+     r"isolation 'bwrap' \(the code reward's kwargs.sandbox.isolation\): /\S*false failed"),
     ({"workers": 0}, "workers=0"),
 ])
 def test_bad_code_reward_config_is_one_line(kwargs, match):

@@ -2,6 +2,8 @@
 
 Every test here runs hostile programs; `no_leftovers` (autouse) asserts after each one that no
 process of a sandbox uid is alive and that no sandbox temp dir is left in the host's /tmp.
+The `sandbox` fixture runs each test under every isolation this machine has: `uid` as root
+(`process` otherwise) and `bwrap` where a working bubblewrap is found (else skipped, saying why).
 """
 
 from __future__ import annotations
@@ -11,11 +13,33 @@ import tempfile
 
 import pytest
 
+from grpo_cli.errors import UserError
 from grpo_cli.sandbox import Limits, Sandbox
 from grpo_cli.sandbox.slots import MAX_SLOTS, UID_BASE, processes_of
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="isolation 'uid' needs root")
+
+
+def _no_bwrap() -> str:
+    """Why isolation=bwrap cannot run here ('' when it can)."""
+    try:
+        Sandbox(isolation="bwrap")
+    except UserError as e:
+        return str(e)
+    return ""
+
+
+NO_BWRAP = _no_bwrap()
+needs_bwrap = pytest.mark.skipif(bool(NO_BWRAP), reason=NO_BWRAP)
+ISOLATIONS = [pytest.param("uid" if ROOT else "process"),
+              pytest.param("bwrap", marks=needs_bwrap)]
+
+
+def needs_isolation(sandbox: Sandbox) -> None:
+    """Skip a test of what only isolation uid or bwrap gives (not process)."""
+    if sandbox.isolation == "process":
+        pytest.skip("isolation 'process' (not root, no working bwrap) does not give this")
 
 
 def sandbox_leftovers() -> list[int]:
@@ -34,11 +58,11 @@ def no_leftovers():
     assert _tmp_entries() - before == set()
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Sandbox:
-    """wall 3 s, CPU 1 s, 256 MB, 64 KB files, 8 processes."""
+@pytest.fixture(scope="module", params=ISOLATIONS)
+def sandbox(request) -> Sandbox:
+    """wall 3 s, CPU 1 s, 256 MB, 64 KB files, 8 processes; one per isolation."""
     return Sandbox(Limits(wall_s=3.0, cpu_s=1.0, memory_mb=256, file_mb=1 / 16,
-                          processes=8, output_chars=500))
+                          processes=8, output_chars=500), isolation=request.param)
 
 
 assert MAX_SLOTS >= 8
