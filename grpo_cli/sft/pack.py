@@ -18,6 +18,7 @@ builds its variable-length call from where the positions restart).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -26,21 +27,24 @@ from grpo_cli.sft.chat import IGNORE
 
 
 def pack(items: Sequence[Any], max_len: int) -> list[list[Any]]:
-    """Rows (with .input_ids / .labels) in sequences of at most max_len tokens: first-fit
-    decreasing (longest row first, each into the first sequence with room)."""
-    bins: list[list[Any]] = []
-    sizes: list[int] = []
-    for item in sorted(items, key=lambda t: -len(t.input_ids)):
-        n = len(item.input_ids)
-        for i, size in enumerate(sizes):
-            if size + n <= max_len:
-                bins[i].append(item)
-                sizes[i] += n
-                break
+    """Rows (with .input_ids / .labels) in as few sequences of at most max_len tokens as this
+    finds, filled evenly: the fewest that could hold them (total / max_len, rounded up), each
+    row, longest first, into the least-filled one; one more sequence whenever a row fits in
+    none. Even sequences matter because a micro-batch is padded to its longest."""
+    ordered = sorted(items, key=lambda t: -len(t.input_ids))
+    count = max(1, math.ceil(sum(len(t.input_ids) for t in ordered) / max_len))
+    while True:
+        bins: list[list[Any]] = [[] for _ in range(count)]
+        sizes = [0] * count
+        for item in ordered:
+            i = min(range(count), key=sizes.__getitem__)
+            if sizes[i] + len(item.input_ids) > max_len:
+                break  # no sequence has room (this is the least filled)
+            bins[i].append(item)
+            sizes[i] += len(item.input_ids)
         else:
-            bins.append([item])
-            sizes.append(n)
-    return bins
+            return bins
+        count += 1
 
 
 def collate_packed(seqs: Sequence[Sequence[Any]], pad_id: int) -> dict[str, torch.Tensor]:

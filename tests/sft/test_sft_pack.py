@@ -17,13 +17,15 @@ def rows(n: int, length: int) -> list[Tokenized]:
     return [Tokenized([length] * length, [length] * length) for _ in range(n)]
 
 
-def test_first_fit_decreasing():
-    # lengths 5, 4, 3, 3, 2 into sequences of 8, longest first: 5 -> [5]; 4 -> 9 > 8, [4];
-    # 3 -> [5, 3]; 3 -> [5, 3] is full, [4, 3]; 2 -> 10 and 9 > 8, [2].
+def test_rows_fill_the_fewest_sequences_evenly():
+    # lengths 5, 4, 3, 3, 2 (17) in sequences of 8: 3 at least; longest first into the least
+    # filled: 5 -> [5]; 4 -> [4]; 3 -> [3]; 3 -> [3, 3]; 2 -> [4, 2]: longest 6, not 8.
     items = [*rows(1, 3), *rows(1, 5), *rows(1, 2), *rows(1, 4), *rows(1, 3)]
-    packed = pack(items, 8)
-    assert [[len(t.input_ids) for t in seq] for seq in packed] == [[5, 3], [4, 3], [2]]
-    assert [len(t.input_ids) for t in pack(items, 9)[0]] == [5, 4]
+    lengths = [[len(t.input_ids) for t in seq] for seq in pack(items, 8)]
+    assert lengths == [[5], [4, 2], [3, 3]]
+    assert [[len(t.input_ids) for t in seq] for seq in pack(items, 9)] == [[5, 3], [4, 3, 2]]
+    # 3 rows of 6 in sequences of 10: 2 would do by the total, but no two rows fit together
+    assert [[len(t.input_ids) for t in seq] for seq in pack(rows(3, 6), 10)] == [[6], [6], [6]]
 
 
 def test_collate_packed_restarts_positions_and_ignores_each_rows_first_token():
