@@ -15,7 +15,7 @@ import in_process
 import tiny_run
 import torch
 from safetensors.torch import load_file
-from test_sample_cli import one_error, read
+from test_sample_cli import read
 from test_train_cli import base_args
 from tiny import make_tiny_model
 
@@ -70,7 +70,7 @@ def test_sft_resume_auto_continues(tiny_llama_path, tmp_path, capsys):
     assert in_process.grpo(capsys, "sft", *sft_args(tiny_llama_path, data, out, 2)
                            ).returncode == 0
     res = in_process.grpo(capsys, "sft", *sft_args(tiny_llama_path, data, out, 2))
-    one_error(res, "already holds a run")
+    tiny_run.assert_one_error_line(res, "already holds a run")
     res = in_process.grpo(capsys, "sft", *sft_args(tiny_llama_path, data, out, 4,
                                                    "trainer.resume=auto"))
     assert res.returncode == 0, res.stderr[-3000:]
@@ -82,12 +82,12 @@ def test_bad_sft_input_is_one_line(tiny_llama_path, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n')
     res = in_process.grpo(capsys, "sft", *sft_args(tiny_llama_path, bad, tmp_path / "o", 1))
-    one_error(res, "bad.jsonl:2: missing field 'completion'")
+    tiny_run.assert_one_error_line(res, "bad.jsonl:2: missing field 'completion'")
     assert not (tmp_path / "o").exists()
     res = in_process.grpo(capsys, "sft", "data=arith", f"trainer.output_dir={tmp_path / 'o'}")
-    one_error(res, "grpo sft reads JSONL rows of prompt + completion")
+    tiny_run.assert_one_error_line(res, "grpo sft reads JSONL rows of prompt + completion")
     res = in_process.grpo(capsys, "sft", "algo.beta=0.1")
-    one_error(res, "algo.beta is read only by `grpo train`")
+    tiny_run.assert_one_error_line(res, "algo.beta is read only by `grpo train`")
 
 
 def chats(path: Path, n: int = 12) -> Path:
