@@ -32,6 +32,8 @@ def pack(items: Sequence[Any], max_len: int) -> list[list[Any]]:
     row, longest first, into the least-filled one; one more sequence whenever a row fits in
     none. Even sequences matter because a micro-batch is padded to its longest."""
     ordered = sorted(items, key=lambda t: -len(t.input_ids))
+    if ordered and len(ordered[0].input_ids) > max_len:  # load_sft_data drops such rows
+        raise ValueError(f"a row of {len(ordered[0].input_ids)} tokens > max_len={max_len}")
     count = max(1, math.ceil(sum(len(t.input_ids) for t in ordered) / max_len))
     while True:
         bins: list[list[Any]] = [[] for _ in range(count)]

@@ -1,5 +1,6 @@
-"""`grpo sft`: supervised fine-tuning on prompt + completion rows (the R1 recipe's stages 1
-and 4), with grpo train's model building, optimizer, checkpoints, run folder and tracker.
+"""`grpo sft`: supervised fine-tuning on prompt + completion or chat `messages` rows (the R1
+recipe's stages 1 and 4), with grpo train's model building, optimizer, checkpoints, run folder
+and tracker.
 
     build_policy(cfg.model)        NF4 QLoRA / LoRA / full, model.adapter_path to continue one
     load_sft_data                  tokenized rows, loss mask on the completion or on the

@@ -26,6 +26,8 @@ def test_rows_fill_the_fewest_sequences_evenly():
     assert [[len(t.input_ids) for t in seq] for seq in pack(items, 9)] == [[5, 3], [4, 3, 2]]
     # 3 rows of 6 in sequences of 10: 2 would do by the total, but no two rows fit together
     assert [[len(t.input_ids) for t in seq] for seq in pack(rows(3, 6), 10)] == [[6], [6], [6]]
+    with pytest.raises(ValueError, match="a row of 11 tokens > max_len=10"):
+        pack(rows(1, 11), 10)
 
 
 def test_collate_packed_restarts_positions_and_ignores_each_rows_first_token():
