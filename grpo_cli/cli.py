@@ -17,7 +17,7 @@ commands:
   train     fine-tune with GRPO (no arguments: the embedded quickstart, runs on CPU)
   eval      evaluate a checkpoint, a model, or a file of completions
   sample    sample completions per problem, keep the best (rejection sampling) as JSONL
-  sft       supervised fine-tuning on JSONL rows of prompt + completion (grpo sample's)
+  sft       supervised fine-tuning on JSONL rows of prompt + completion or chat messages
   recipes   list the recipes: purpose, command, hardware, expected result
   plot      write PNG charts of a run:  grpo plot outputs/RUN
   export    merge a LoRA checkpoint into a full model:  grpo export checkpoint=PATH [dtype=fp32]

@@ -116,6 +116,7 @@ def sft_help() -> str:
         "",
         "Supervised fine-tuning on JSONL rows of prompt (chat messages or a string) +",
         "completion, e.g. grpo sample's kept rows; the loss is on the completion tokens only.",
+        "A row may hold chat `messages` instead: the loss is then on every assistant turn.",
         "The model, optimizer, run folder, checkpoints and resume are grpo train's; its",
         "checkpoint continues with grpo train model.adapter_path=CKPT/policy.", "",
         "sft keys (sft.*):", *key_lines(schema.SftConfig, "sft."), "",

@@ -316,7 +316,7 @@ class GrpoConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     # grpo sample: the rejection-sampling stage (its own keys; generation from eval.*).
     sample: SampleConfig = only("sample", default_factory=SampleConfig)
-    # grpo sft: supervised fine-tuning on prompt + completion rows (its own keys).
+    # grpo sft: supervised fine-tuning on prompt + completion or messages rows (its own keys).
     sft: SftConfig = only("sft", default_factory=SftConfig)
     # grpo eval / grpo sample: the checkpoint to evaluate or sample from (null = the
     # configured model as it is).

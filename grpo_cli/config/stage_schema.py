@@ -42,8 +42,14 @@ class SftConfig:
     # grpo sft: rows per optimizer step (split into trainer.micro_batch_size micro-batches,
     # whose gradients are accumulated; the loss is the mean over the step's completion tokens).
     batch_size: int = bounded(8, lo=1)
-    # Rows longer than this (prompt + completion tokens) are dropped and counted.
+    # Rows longer than this (all their tokens) are dropped and counted; with
+    # sft.packing, the length of a packed sequence.
     max_seq_len: int = bounded(1024, lo=8)
+    # Pack the step's rows into sequences of up to sft.max_seq_len tokens (as few as hold
+    # them, filled evenly) instead of padding each to its micro-batch's longest row; a
+    # micro-batch is then trainer.micro_batch_size sequences. Rows keep their own positions
+    # and attend only to themselves (block-diagonal causal mask): each row's loss is unchanged.
+    packing: bool = False
     # Held-out loss (eval/loss) on the data's test part every N steps and at the end
     # (0 = only at the end).
     eval_every: int = bounded(0, lo=0)

@@ -19,8 +19,10 @@ and the source: `checkpoint`, `model`, `adapter_path`.
 
 A rerun with the same settings skips the finished problems (store.py); a resumed run samples
 the rest with seeds of its own, so its completions differ from an uninterrupted run's. Ctrl-C
-stops after the problems on disk, says how many are done and returns None (exit 130).
-One process only: under torchrun every rank would append to the same file, so it is refused.
+stops after the problems on disk, says how many are done and returns None (exit 130). A user
+error after set-up is one `error:` line, and a run that started sample.out leaves nothing
+(run_sample). One process only: under torchrun every rank would append to the same file, so
+it is refused.
 """
 
 from __future__ import annotations
@@ -118,7 +120,31 @@ def _row(record: Any, s: Scored, cfg: GrpoConfig) -> dict[str, Any]:
 
 
 def run_sample(cfg: GrpoConfig) -> Optional[dict]:
-    """`grpo sample` (see the module docstring); returns the summary (None: Ctrl-C)."""
+    """`grpo sample` (see the module docstring); returns the summary (None: Ctrl-C).
+
+    A user error after set-up (nothing kept, a reward that refuses a problem) is one `error:`
+    line too: grpo's log lines are held back as grpo train holds them during its set-up
+    (for the first 30 s; a longer run shows them as they come), and a run that started
+    sample.out afresh removes what it wrote (and the folder it made), so a rerun starts clean.
+    """
+    from grpo_cli.trainer.train import held_logs
+
+    check_sample_config(cfg)
+    out = Path(cfg.sample.out)
+    created = not out.parent.exists()
+    with held_logs(out.parent, created):
+        _records(cfg, None)  # a bad data file fails here, before the model loads
+        store = Store.open(out, settings_of(cfg))
+        fresh = not store.done
+        try:
+            return _sample(cfg, store)
+        except UserError:
+            if fresh:
+                store.discard()
+            raise
+
+
+def _sample(cfg: GrpoConfig, store: Store) -> Optional[dict]:
     from grpo_cli.data import render_prompt
     from grpo_cli.evaluation.runner import generate_problems
     from grpo_cli.policy.model import build_policy
@@ -126,10 +152,7 @@ def run_sample(cfg: GrpoConfig) -> Optional[dict]:
     from grpo_cli.trainer.settings import rollout_engine
     from grpo_cli.trainer.threads import set_cpu_threads
 
-    check_sample_config(cfg)
-    out = Path(cfg.sample.out)
-    _records(cfg, None)  # a bad data file fails here, before the model loads
-    store = Store.open(out, settings_of(cfg))
+    out = store.out
     rule = KeepRule(cfg.sample.keep, cfg.sample.threshold, cfg.sample.max_per_problem,
                     cfg.sample.dedupe)
     rewards = build_reward_stack(cfg.reward, answer_format=cfg.data.template)

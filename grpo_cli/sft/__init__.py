@@ -1,5 +1,6 @@
-"""`grpo sft`: supervised fine-tuning on prompt + completion rows: the rows and the loss mask
-(data.py), the loop on grpo train's model, optimizer, checkpoint and tracker parts (run.py)."""
+"""`grpo sft`: supervised fine-tuning on prompt + completion or chat `messages` rows: the rows
+and the loss mask (data.py, chat.py), packing (pack.py), the loop on grpo train's model,
+optimizer, checkpoint and tracker parts (run.py)."""
 
 from grpo_cli.sft.run import run_sft
 

@@ -1,12 +1,16 @@
-"""`grpo sft`: supervised fine-tuning on prompt + completion rows (the R1 recipe's stages 1
-and 4), with grpo train's model building, optimizer, checkpoints, run folder and tracker.
+"""`grpo sft`: supervised fine-tuning on prompt + completion or chat `messages` rows (the R1
+recipe's stages 1 and 4), with grpo train's model building, optimizer, checkpoints, run folder
+and tracker.
 
     build_policy(cfg.model)        NF4 QLoRA / LoRA / full, model.adapter_path to continue one
-    load_sft_data                  tokenized rows, loss mask on the completion (data.py)
+    load_sft_data                  tokenized rows, loss mask on the completion or on the
+                                   assistant turns of `messages` (data.py, chat.py)
     build_optimizer                optim.* and its schedule over trainer.max_steps
     loop over steps:
         sft.batch_size rows (PromptSampler: seeded order, epoch after epoch, resumable)
-        in micro-batches of trainer.micro_batch_size: backward of sum(nll) / step's tokens
+        in micro-batches of trainer.micro_batch_size rows (with sft.packing: of that many
+        sequences of up to sft.max_seq_len tokens, rows packed in them, pack.py):
+        backward of sum(nll) / step's tokens
         clip (optim.max_grad_norm), optimizer + scheduler step
         metrics.jsonl through the tracker: sft/loss, lr, grad_norm, tokens_per_s, mem/peak_gb;
         eval/loss (held-out) every sft.eval_every steps and at the end
@@ -15,7 +19,7 @@ and 4), with grpo train's model building, optimizer, checkpoints, run folder and
 
 A checkpoint is grpo train's: `grpo train model.adapter_path=<ckpt>/policy` continues it with
 GRPO and `grpo eval checkpoint=<ckpt>` evaluates it. Simplified: one process (no torchrun), no
-OOM retry, no packing, no `messages`-only rows.
+OOM retry.
 """
 
 from __future__ import annotations
@@ -33,25 +37,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from grpo_cli.config.schema import GrpoConfig
 from grpo_cli.errors import UserError
-from grpo_cli.sft.data import collate, completion_nll, load_sft_data
+from grpo_cli.sft.data import completion_nll, load_sft_data, make_batches
 
 log = logging.getLogger("grpo")
 
 
-def _chunks(items: list, n: int) -> list[list]:
-    return [items[i:i + n] for i in range(0, len(items), n)]
-
-
-def held_out_loss(model: Any, rows: list, micro: int, pad_id: int, device: Any) -> float | None:
-    """Mean completion-token loss over `rows` (None when there are none)."""
+def held_out_loss(model: Any, rows: list, micro: int, pad_id: int, device: Any,
+                  pack_len: int | None = None) -> float | None:
+    """Mean completion-token loss over `rows` (None when there are none); pack_len: packed
+    in sequences of up to that many tokens (None: padded rows)."""
     if not rows:
         return None
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for chunk in _chunks(rows, micro):
-            batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+        for batch in make_batches(rows, micro, pad_id, pack_len is not None, pack_len or 0):
+            batch = {k: v.to(device) for k, v in batch.items()}
             nll, n = completion_nll(model, batch)
             total, count = total + float(nll), count + n
     model.train(was_training)
@@ -59,11 +61,13 @@ def held_out_loss(model: Any, rows: list, micro: int, pad_id: int, device: Any) 
 
 
 def train_step(policy: Any, rows: list, micro: int, optimizer: Any, scheduler: Any,
-               params: list, max_grad_norm: float) -> dict[str, float]:
-    """One optimizer step over `rows`: the mean loss over all their completion tokens."""
+               params: list, max_grad_norm: float, pack_len: int | None = None
+               ) -> dict[str, float]:
+    """One optimizer step over `rows`: the mean loss over all their completion tokens
+    (pack_len: rows packed in sequences of up to that many tokens; None: padded rows)."""
     pad_id = policy.tokenizer.pad_token_id
     pad_id = policy.tokenizer.eos_token_id if pad_id is None else pad_id
-    batches = [collate(c, pad_id) for c in _chunks(rows, micro)]
+    batches = make_batches(rows, micro, pad_id, pack_len is not None, pack_len or 0)
     tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
     optimizer.zero_grad(set_to_none=True)
     loss_sum = 0.0
@@ -145,6 +149,7 @@ def run_sft(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str]) -> int:
     pad_id = policy.tokenizer.eos_token_id if pad_id is None else pad_id
     test_rows = test_rows[:cfg.sft.eval_limit] if cfg.sft.eval_limit else test_rows
     micro, step = cfg.trainer.micro_batch_size, state.step
+    pack_len = cfg.sft.max_seq_len if cfg.sft.packing else None
     hint = "resume with: grpo sft " + " ".join([*overrides, "trainer.resume=auto"])
     policy.model.train()
     try:
@@ -154,14 +159,15 @@ def run_sft(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str]) -> int:
                 start = time.perf_counter()
                 rows = [train_rows[i] for i in sampler.take(cfg.sft.batch_size)]
                 metrics = train_step(policy, rows, micro, optimizer, scheduler, params,
-                                     cfg.optim.max_grad_norm)
+                                     cfg.optim.max_grad_norm, pack_len)
                 elapsed = time.perf_counter() - start
                 metrics.update({"tokens_per_s": metrics["tokens"] / elapsed,
                                 "time/step_s": elapsed,
                                 "mem/peak_gb": peak_memory_gb(policy.device)})
                 last = step == cfg.trainer.max_steps
                 if last or (cfg.sft.eval_every and step % cfg.sft.eval_every == 0):
-                    loss = held_out_loss(policy.model, test_rows, micro, pad_id, policy.device)
+                    loss = held_out_loss(policy.model, test_rows, micro, pad_id,
+                                         policy.device, pack_len)
                     if loss is not None:
                         metrics["eval/loss"] = loss
                 if not math.isfinite(metrics["sft/loss"]):

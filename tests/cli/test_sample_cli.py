@@ -31,13 +31,6 @@ def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def one_error(res, needle: str) -> None:
-    assert res.returncode == 2, res.stderr[-2000:]
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and needle in errors[0], res.stderr[-2000:]
-    assert "Traceback" not in res.stderr
-
-
 THRESHOLD = ["sample.keep=threshold", "sample.threshold=0.0", "sample.max_per_problem=2",
              "sample.dedupe=false"]
 
@@ -83,7 +76,7 @@ def test_sample_keeps_by_threshold_writes_rows_and_resumes(tiny_llama_path, tmp_
     # Other settings would mix two selections in one file: refused.
     res = in_process.grpo(capsys, "sample", *sample_args(tiny_llama_path, out, *THRESHOLD[:1],
                                                          "sample.threshold=0.05"))
-    one_error(res, "was started with sample.threshold=0.0")
+    tiny_run.assert_one_error_line(res, "was started with sample.threshold=0.0")
 
 
 def test_resume_drops_rows_of_an_unfinished_problem(tiny_llama_path, tmp_path, capsys):
@@ -144,21 +137,33 @@ def test_sample_from_a_checkpoint_uses_its_config(tiny_llama_path, tmp_path, cap
 def test_bad_options_are_one_line_before_the_model_loads(extra, needle, tmp_path, capsys):
     out = tmp_path / "kept.jsonl"
     res = in_process.grpo(capsys, "sample", *sample_args(tmp_path / "no_model", out, *extra))
-    one_error(res, needle)
+    tiny_run.assert_one_error_line(res, needle)
     assert not list(tmp_path.iterdir())
 
 
 def test_sample_out_is_required(tiny_llama_path, capsys):
     res = in_process.grpo(capsys, "sample", f"model.name_or_path={tiny_llama_path}")
-    one_error(res, "sample.out is required")
+    tiny_run.assert_one_error_line(res, "sample.out is required")
 
 
 def test_an_empty_kept_set_writes_nothing(tiny_llama_path, tmp_path, capsys):
-    out = tmp_path / "kept.jsonl"
+    out = tmp_path / "new" / "kept.jsonl"  # the folder too is this run's: removed again
     res = in_process.grpo(capsys, "sample", *sample_args(
         tiny_llama_path, out, "sample.keep=threshold", "sample.threshold=100", "sample.limit=2"))
-    one_error(res, "no completion of the 2 problems was kept (8 sampled); nothing written")
+    tiny_run.assert_one_error_line(
+        res, "sample.keep=threshold: no completion of the 2 problems was kept (8 sampled); "
+        "nothing written")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_reward_refusing_a_problem_is_one_line_and_writes_nothing(tiny_llama_path,
+                                                                    tmp_path, capsys):
+    out = tmp_path / "new" / "kept.jsonl"
+    res = in_process.grpo(capsys, "sample", *sample_args(
+        tiny_llama_path, out, "sample.keep=best", "sample.limit=3",
+        "+reward.components.refuse.fn=toy_rewards:refuses_third_problem"))
+    tiny_run.assert_one_error_line(res, "toy reward: the third problem is refused")
+    assert not list(tmp_path.iterdir())  # problems 1 and 2 were stored, then removed
 
 
 @pytest.mark.parametrize("row,needle", [
@@ -173,7 +178,7 @@ def test_bad_data_rows_name_the_file_and_line(row, needle, tiny_llama_path, tmp_
     res = in_process.grpo(capsys, "sample", f"model.name_or_path={tiny_llama_path}",
                           "data=jsonl", f"data.path={data}", "data.test_size=0",
                           f"sample.out={out}")
-    one_error(res, needle)
+    tiny_run.assert_one_error_line(res, needle)
     assert not (tmp_path / "out").exists()
 
 
@@ -209,6 +214,6 @@ def test_refused_under_torchrun(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     res = in_process.grpo(capsys, "sample", *sample_args(tmp_path / "no_model",
                                                          tmp_path / "kept.jsonl"))
-    one_error(res, "grpo sample runs in one process")
+    tiny_run.assert_one_error_line(res, "grpo sample runs in one process")
     assert not list(tmp_path.iterdir())
 

@@ -15,8 +15,9 @@ import in_process
 import tiny_run
 import torch
 from safetensors.torch import load_file
-from test_sample_cli import one_error, read
+from test_sample_cli import read
 from test_train_cli import base_args
+from tiny import make_tiny_model
 
 
 def traces(path: Path, n: int = 12) -> Path:
@@ -69,7 +70,7 @@ def test_sft_resume_auto_continues(tiny_llama_path, tmp_path, capsys):
     assert in_process.grpo(capsys, "sft", *sft_args(tiny_llama_path, data, out, 2)
                            ).returncode == 0
     res = in_process.grpo(capsys, "sft", *sft_args(tiny_llama_path, data, out, 2))
-    one_error(res, "already holds a run")
+    tiny_run.assert_one_error_line(res, "already holds a run")
     res = in_process.grpo(capsys, "sft", *sft_args(tiny_llama_path, data, out, 4,
                                                    "trainer.resume=auto"))
     assert res.returncode == 0, res.stderr[-3000:]
@@ -81,12 +82,47 @@ def test_bad_sft_input_is_one_line(tiny_llama_path, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n')
     res = in_process.grpo(capsys, "sft", *sft_args(tiny_llama_path, bad, tmp_path / "o", 1))
-    one_error(res, "bad.jsonl:2: missing field 'completion'")
+    tiny_run.assert_one_error_line(res, "bad.jsonl:2: missing field 'completion'")
     assert not (tmp_path / "o").exists()
     res = in_process.grpo(capsys, "sft", "data=arith", f"trainer.output_dir={tmp_path / 'o'}")
-    one_error(res, "grpo sft reads JSONL rows of prompt + completion")
+    tiny_run.assert_one_error_line(res, "grpo sft reads JSONL rows of prompt + completion")
     res = in_process.grpo(capsys, "sft", "algo.beta=0.1")
-    one_error(res, "algo.beta is read only by `grpo train`")
+    tiny_run.assert_one_error_line(res, "algo.beta is read only by `grpo train`")
+
+
+def chats(path: Path, n: int = 12) -> Path:
+    rows = [{"id": f"c{i}", "messages": [
+        {"role": "user", "content": f"Compute {i} + 1."},
+        {"role": "assistant", "content": f"{i} + 1 = {i + 1}\n#### {i + 1}"},
+        {"role": "user", "content": "And + 2?"},
+        {"role": "assistant", "content": f"{i + 1} + 2 = {i + 3}\n#### {i + 3}"}]}
+        for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_sft_on_messages_rows_packed(tiny_llama_path, tmp_path, capsys):
+    out = tmp_path / "sft"
+    res = in_process.grpo(capsys, "sft", *sft_args(
+        tiny_llama_path, chats(tmp_path / "c.jsonl"), out, 2, "sft.packing=true",
+        "sft.max_seq_len=128"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "sft: 9 train / 3 held-out rows" in res.stderr
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2] and "eval/loss" in rows[-1]
+    assert (out / "checkpoints" / "final" / "policy").is_dir()
+
+
+def test_messages_rows_on_a_model_without_a_chat_template(tmp_path, capsys):
+    base = make_tiny_model(tmp_path / "base", with_chat_template=False)
+    data = chats(tmp_path / "c.jsonl")
+    res = in_process.grpo(capsys, "sft", *sft_args(base, data, tmp_path / "o", 1))
+    tiny_run.assert_one_error_line(res, f"{data}: rows of 'messages'", "model.chat_template")
+    assert not (tmp_path / "o").exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    res = in_process.grpo(capsys, "sft", *sft_args(base, bad, tmp_path / "o", 1))
+    tiny_run.assert_one_error_line(res, "bad.jsonl:1: field 'messages' has no assistant turn")
 
 
 def test_the_r1_chain_sft_train_sample_sft_eval(tiny_llama_path, tmp_path, capsys):
