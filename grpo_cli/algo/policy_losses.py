@@ -131,7 +131,8 @@ def sapo_loss(logp: Tensor, log_ratio: Tensor, adv: Tensor, on: Tensor,
     """SAPO: ``-sigmoid(tau * (rho - 1)) * 4 / tau * A``, ``tau`` by the advantage's sign (the
     clip range and ``delta`` unused; nothing is clipped)."""
     ratio = torch.exp(log_ratio)  # [N, L]
-    tau = torch.where(adv > 0, adv.new_tensor(opts.tau_pos), adv.new_tensor(opts.tau_neg))
+    tau = torch.where(adv > 0, adv.new_tensor(opts.tau_pos),
+                      adv.new_tensor(opts.tau_neg))  # [N, 1], in the loss's dtype
     gate = torch.sigmoid(tau * (ratio - 1.0)) * 4.0 / tau  # [N, L]
     none = torch.zeros_like(ratio, dtype=torch.bool)  # [N, L]
     return PolicyTerm(-gate * adv, ratio.detach(), none, none)
