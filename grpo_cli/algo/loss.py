@@ -9,8 +9,8 @@ Per completion token t of sequence i (``mask`` marks completion tokens, not padd
 ``eps_high > eps_low`` is DAPO's clip-higher (0.2 / 0.28). The ratio and the surrogate are
 variants kept as data in :mod:`grpo_cli.algo.policy_losses`: ``settings.ratio_level``
 (``token``, or GSPO's ``sequence``) and ``settings.policy_loss`` (this ``clip``, with
-INTELLECT-2's ``delta`` cap, or CISPO's ``cispo``); the KL term, the sampler weight and
-the aggregation are the same for all of them.
+INTELLECT-2's ``delta`` cap, CISPO's ``cispo`` or SAPO's soft gate ``sapo``); the KL term,
+the sampler weight and the aggregation are the same for all of them.
 
 Sampler correction: given ``sampler_logp`` (the log-probs of weights that sampled the tokens
 and differ from the trained ones), each token's policy-gradient term is multiplied by
@@ -51,7 +51,7 @@ from typing import Callable, Iterable, Mapping
 import torch
 from torch import Tensor
 
-from grpo_cli.algo.policy_losses import POLICY_LOSSES, RATIO_LEVELS
+from grpo_cli.algo.policy_losses import POLICY_LOSSES, RATIO_LEVELS, SurrogateOptions
 from grpo_cli.algo.policy_losses import masked as _masked
 
 __all__ = [
@@ -149,6 +149,9 @@ class LossSettings:
     ratio_level: str = "token"  # one of policy_losses.RATIO_LEVELS
     # INTELLECT-2's cap of the unclipped ratio (binds for A < 0); None = off. ``clip`` only.
     delta: float | None = None
+    # SAPO's gate temperatures for A > 0 and A <= 0 (``sapo`` only).
+    sapo_tau_pos: float = 1.0
+    sapo_tau_neg: float = 1.05
     # Entropy bonus: ``- entropy_coef * H_t`` per token (needs ``entropy`` with its gradient).
     entropy_coef: float = 0.0
 
@@ -182,7 +185,8 @@ def grpo_loss(
         adv: ``[N]`` advantages, one per completion.
         mask: ``[N, L]`` completion mask (bool or float).
         settings: clip range, ``beta``, aggregation, max completion length, ``is_cap``,
-            the surrogate (``policy_loss``, ``delta``) and the ratio level.
+            the surrogate (``policy_loss``, ``delta``, SAPO's temperatures) and the ratio
+            level.
         num_seqs, num_tokens: the optimizer step's totals, see :func:`aggregate`.
         sampler_logp: ``[N, L]`` log-probs under the weights that sampled the tokens, when
             those differ from ``old_logp``'s; with ``settings.is_cap`` the per-token loss is
@@ -214,8 +218,10 @@ def grpo_loss(
     adv = adv.to(logp.dtype).unsqueeze(1)  # [N, 1]
     log_ratio = _lookup(RATIO_LEVELS, settings.ratio_level, "ratio level")(
         logp, old_logp, on)  # [N, L]
+    opts = SurrogateOptions(eps_low, eps_high, settings.delta, settings.sapo_tau_pos,
+                            settings.sapo_tau_neg)
     term = _lookup(POLICY_LOSSES, settings.policy_loss, "policy loss")(
-        logp, log_ratio, adv, on, eps_low, eps_high, settings.delta)
+        logp, log_ratio, adv, on, opts)
     ratio, pg_per_token = term.ratio, term.per_token  # [N, L] each
     if policy_mask is not None:
         pg_per_token = torch.where(policy_mask, pg_per_token,

@@ -25,9 +25,16 @@ importance ratio, masked to 0 on padding (before anything is exponentiated):
       *weight* is clipped and detached, and every token keeps the gradient
       ``-w_t * A * d logp_t`` (PPO's min drops the gradient of clipped tokens). The paper
       sets no lower bound (``eps_low = 1``: floor 0) and tunes only ``eps_high``.
+    - ``sapo`` (SAPO, Qwen 2025, arXiv 2511.20347): a soft gate instead of the clip,
+      ``l_t = -f(rho_t) * A`` with ``f(r) = sigmoid(tau * (r - 1)) * 4 / tau`` and
+      ``tau = tau_pos`` if ``A > 0`` else ``tau_neg``. ``d f / d r = 4 sigma (1 - sigma)`` is 1
+      at ``r = 1`` (the gradient is GRPO's on-policy) and decays smoothly as ``r`` leaves 1,
+      faster for larger ``tau``; the value at ``r = 1`` is ``2 / tau``, so the on-policy loss
+      is ``-2 A / tau`` per token, not ``-A``. Nothing is clipped: its clip flags are all False.
 
-Each surrogate also says which tokens its clipping acted on (``clip_low`` / ``clip_high``,
-disjoint), for the logged clip ratios.
+Each surrogate takes :class:`SurrogateOptions` (the clip range, ``delta``, SAPO's
+temperatures; each reads its own) and says which tokens its clipping acted on
+(``clip_low`` / ``clip_high``, disjoint), for the logged clip ratios.
 
 High-entropy tokens (Wang et al. 2025, "Beyond the 80/20 Rule", arXiv 2506.01939; TRL's
 ``top_entropy_quantile``): the policy term is kept only on the tokens whose entropy is in the
@@ -44,8 +51,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["POLICY_LOSSES", "RATIO_LEVELS", "PolicyTerm", "entropy_threshold",
-           "high_entropy_mask", "masked"]
+__all__ = ["POLICY_LOSSES", "RATIO_LEVELS", "PolicyTerm", "SurrogateOptions",
+           "entropy_threshold", "high_entropy_mask", "masked"]
 
 
 def masked(diff: Tensor, on: Tensor | None) -> Tensor:
@@ -83,9 +90,21 @@ class PolicyTerm:
     clip_high: Tensor  # [N, L] bool: the upper clip acted on the token
 
 
-def clip_loss(logp: Tensor, log_ratio: Tensor, adv: Tensor, on: Tensor, eps_low: float,
-              eps_high: float, delta: float | None) -> PolicyTerm:
+@dataclass(frozen=True)
+class SurrogateOptions:
+    """The surrogates' knobs (each surrogate reads the ones it needs)."""
+
+    eps_low: float  # clip range [1 - eps_low, 1 + eps_high] (clip, cispo)
+    eps_high: float
+    delta: float | None = None  # INTELLECT-2's cap of the unclipped ratio (clip only)
+    tau_pos: float = 1.0  # SAPO's gate temperature for A > 0
+    tau_neg: float = 1.05  # and for A <= 0
+
+
+def clip_loss(logp: Tensor, log_ratio: Tensor, adv: Tensor, on: Tensor,
+              opts: SurrogateOptions) -> PolicyTerm:
     """PPO's clipped surrogate, with INTELLECT-2's cap ``delta`` on the unclipped ratio."""
+    eps_low, eps_high, delta = opts.eps_low, opts.eps_high, opts.delta
     ratio = torch.exp(log_ratio)  # [N, L]
     unclipped = ratio if delta is None else ratio.clamp(max=delta)  # [N, L]
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)  # [N, L]
@@ -96,19 +115,34 @@ def clip_loss(logp: Tensor, log_ratio: Tensor, adv: Tensor, on: Tensor, eps_low:
     return PolicyTerm(per_token, ratio.detach(), low, high)
 
 
-def cispo_loss(logp: Tensor, log_ratio: Tensor, adv: Tensor, on: Tensor, eps_low: float,
-               eps_high: float, delta: float | None) -> PolicyTerm:
+def cispo_loss(logp: Tensor, log_ratio: Tensor, adv: Tensor, on: Tensor,
+               opts: SurrogateOptions) -> PolicyTerm:
     """CISPO: ``-sg(clip(rho, 1 - eps_low, 1 + eps_high)) * A * logp`` (``delta`` unused: the
     config refuses it)."""
+    eps_low, eps_high = opts.eps_low, opts.eps_high
     ratio = torch.exp(log_ratio).detach()  # [N, L]
     weight = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)  # [N, L], no gradient
     per_token = -weight * adv * masked(logp, on)  # [N, L]
     return PolicyTerm(per_token, ratio, ratio < 1.0 - eps_low, ratio > 1.0 + eps_high)
 
 
-POLICY_LOSSES: dict[str, Callable[..., PolicyTerm]] = {
+def sapo_loss(logp: Tensor, log_ratio: Tensor, adv: Tensor, on: Tensor,
+              opts: SurrogateOptions) -> PolicyTerm:
+    """SAPO: ``-sigmoid(tau * (rho - 1)) * 4 / tau * A``, ``tau`` by the advantage's sign (the
+    clip range and ``delta`` unused; nothing is clipped)."""
+    ratio = torch.exp(log_ratio)  # [N, L]
+    tau = torch.where(adv > 0, adv.new_tensor(opts.tau_pos),
+                      adv.new_tensor(opts.tau_neg))  # [N, 1], in the loss's dtype
+    gate = torch.sigmoid(tau * (ratio - 1.0)) * 4.0 / tau  # [N, L]
+    none = torch.zeros_like(ratio, dtype=torch.bool)  # [N, L]
+    return PolicyTerm(-gate * adv, ratio.detach(), none, none)
+
+
+POLICY_LOSSES: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor, SurrogateOptions],
+                                  PolicyTerm]] = {
     "clip": clip_loss,
     "cispo": cispo_loss,
+    "sapo": sapo_loss,
 }
 
 

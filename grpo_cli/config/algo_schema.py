@@ -25,8 +25,13 @@ class AlgoConfig:
     epsilon_high: float = bounded(0.2, lo=0)
     # The policy-gradient surrogate (README "Algorithms"): clip = PPO/GRPO's clipped ratio;
     # cispo = MiniMax-M1's clipped, detached importance weight times logp (every token keeps
-    # a gradient; the paper sets no lower bound: epsilon_low=1).
-    policy_loss: str = choice("clip", ["clip", "cispo"])
+    # a gradient; the paper sets no lower bound: epsilon_low=1); sapo = Qwen's soft gate
+    # sigmoid(tau (rho - 1)) * 4 / tau in place of the clip (no clip range, nothing clipped).
+    policy_loss: str = choice("clip", ["clip", "cispo", "sapo"])
+    # SAPO's gate temperatures for A > 0 and A <= 0: larger = the gate closes faster as rho
+    # leaves 1 (the paper: 1.0 / 1.05, negative tokens damped more). policy_loss=sapo only.
+    sapo_tau_pos: float = bounded(1.0, gt=0)
+    sapo_tau_neg: float = bounded(1.05, gt=0)
     # Importance ratio per token (GRPO), or per sequence (GSPO: exp of the mean token
     # log-ratio of the completion, clipped as one; GSPO's own range is 3e-4 / 4e-4).
     ratio_level: str = choice("token", ["token", "sequence"])

@@ -9,7 +9,7 @@ from typing import Any, Callable, List, Optional
 
 from omegaconf import DictConfig
 
-from grpo_cli.config.schema import ConfigError, GrpoConfig, RewardComponent
+from grpo_cli.config.schema import AlgoConfig, ConfigError, GrpoConfig, RewardComponent
 from grpo_cli.config.vllm_rules import VLLM_SHARED_RULES, VLLM_TRAIN_RULES
 
 
@@ -57,6 +57,18 @@ def _rule_delta(c: GrpoConfig) -> str | None:
     if a.delta <= 1 + a.epsilon_high:
         return (f"algo.delta={a.delta} must be > 1 + algo.epsilon_high = {1 + a.epsilon_high:g}"
                 " (below it, it would cut positive-advantage tokens the clip keeps)")
+    return None
+
+
+def _rule_sapo_tau(c: GrpoConfig) -> str | None:
+    # The temperatures shape SAPO's gate only; elsewhere a changed value would do nothing.
+    a, default = c.algo, AlgoConfig()
+    if a.policy_loss == "sapo":
+        return None
+    for key in ("sapo_tau_pos", "sapo_tau_neg"):
+        if getattr(a, key) != getattr(default, key):
+            return (f"algo.{key}={getattr(a, key)} shapes the gate of algo.policy_loss=sapo; "
+                    f"{a.policy_loss} has none: use algo=sapo or leave algo.{key} as it is")
     return None
 
 
@@ -115,6 +127,7 @@ Rule = Callable[[GrpoConfig], Optional[str]]
 SHARED_RULES: List[Rule] = [_rule_clip, _rule_min_tokens, _rule_quant_lora, _rule_adapter_lora]
 CROSS_FIELD_RULES: List[Rule] = SHARED_RULES + [
     _rule_rewards, _rule_rloo, _rule_kl_target, _rule_lora_dropout, _rule_delta,
+    _rule_sapo_tau,
 ] + VLLM_TRAIN_RULES + VLLM_SHARED_RULES
 SHARED_RULES = SHARED_RULES + VLLM_SHARED_RULES
 

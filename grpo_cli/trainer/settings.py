@@ -22,15 +22,16 @@ def sampling_settings(rollout: RolloutConfig, num_generations: int) -> SamplingS
 
 
 def loss_settings(algo: AlgoConfig, max_completion_length: int, beta: float) -> LossSettings:
-    """The loss of a training step: `algo`'s surrogate, ratio level, clip range and delta,
-    entropy bonus, aggregation and importance cap, with `beta` from the KL controller (it
-    moves under algo.kl_target; 0 when no reference ran) and `rollout.max_new_tokens` as the
-    max completion length."""
+    """The loss of a training step: `algo`'s surrogate, ratio level, clip range, delta, SAPO's
+    temperatures, entropy bonus, aggregation and importance cap, with `beta` from the KL
+    controller (it moves under algo.kl_target; 0 when no reference ran) and
+    `rollout.max_new_tokens` as the max completion length."""
     return LossSettings(epsilon_low=algo.epsilon_low, epsilon_high=algo.epsilon_high,
                         beta=beta, loss_agg=algo.loss_agg,
                         max_completion_length=max_completion_length, is_cap=algo.is_cap,
                         policy_loss=algo.policy_loss, ratio_level=algo.ratio_level,
-                        delta=algo.delta, entropy_coef=algo.entropy_coef)
+                        delta=algo.delta, sapo_tau_pos=algo.sapo_tau_pos,
+                        sapo_tau_neg=algo.sapo_tau_neg, entropy_coef=algo.entropy_coef)
 
 
 def rollout_engine(cfg: GrpoConfig, policy: Any) -> Any:

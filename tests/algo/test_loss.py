@@ -99,9 +99,10 @@ def test_unknown_aggregation() -> None:
         aggregate(PER_TOKEN, MASK, "sum", max_len=3)
 
 
-# The loss variants (policy_losses.py) too: GSPO's sequence ratio, CISPO, delta, mixed.
+# The loss variants (policy_losses.py) too: GSPO's sequence ratio, CISPO, SAPO, delta, mixed.
 VARIANTS = [{}, dict(ratio_level="sequence"), dict(policy_loss="cispo"), dict(delta=1.5),
-            dict(policy_loss="cispo", ratio_level="sequence")]
+            dict(policy_loss="cispo", ratio_level="sequence"), dict(policy_loss="sapo"),
+            dict(policy_loss="sapo", ratio_level="sequence", sapo_tau_pos=2.0)]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=str)

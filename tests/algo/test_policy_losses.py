@@ -1,4 +1,4 @@
-"""Hand-computed checks of the loss variants: GSPO's sequence ratio, CISPO, INTELLECT-2's
+"""Hand-computed checks of the loss variants: GSPO's sequence ratio, CISPO, SAPO, INTELLECT-2's
 delta, the high-entropy token selection (grpo_cli.algo.policy_losses, through grpo_loss)."""
 
 import math
@@ -90,6 +90,36 @@ def test_cispo_lower_bound_when_set():
     assert metrics["clip_ratio/low"] == pytest.approx(1 / 3)
 
 
+def test_sapo_soft_gate_positive_advantage():
+    # rho = [1, 2, 0.5], A = 1 -> tau_pos = 1: sigma = sigmoid(rho - 1) = [0.5, 0.731059,
+    # 0.377541], f = 4 sigma = [2, 2.924234, 1.510163], l = -f A; seq-mean token-mean:
+    # loss = -(2 + 2.924234 + 1.510163) / 3 = -2.144799.
+    # d l / d logp = -A * 4 sigma (1 - sigma) * rho: weights [1, 0.786448, 0.940015] times rho
+    # -> [-1, -1.572895, -0.470007], / 3 -> [-0.333333, -0.524298, -0.156669]. At rho = 1 the
+    # weight is exactly GRPO's; rho = 2 (the clip would drop it) keeps a damped gradient.
+    loss, grad, metrics = _run([0.0, LN2, -LN2], 1.0, policy_loss="sapo")
+    assert loss == pytest.approx(-2.144799, abs=1e-6)
+    assert grad == pytest.approx([-1 / 3, -0.524298, -0.156669], abs=1e-6)
+    # a soft gate clips nothing: the clip ratios are 0; the ratio is logged as it is
+    assert (metrics["clip_ratio/low"], metrics["clip_ratio/high"]) == (0.0, 0.0)
+    assert metrics["ratio_mean"] == pytest.approx(3.5 / 3)
+
+
+def test_sapo_soft_gate_negative_advantage_uses_tau_neg():
+    # rho = [1, 2, 0.5], A = -1 -> tau_neg = 1.05: sigma = sigmoid(1.05 (rho - 1)) = [0.5,
+    # 0.740775, 0.371684], f = sigma * 4 / 1.05 = [1.904762, 2.822000, 1.415938], l = f;
+    # loss = (1.904762 + 2.822 + 1.415938) / 3 = 2.047567.
+    # 4 sigma (1 - sigma) = [1, 0.768110, 0.934140], times rho and -A = 1 -> [1, 1.536220,
+    # 0.467070], / 3 -> [0.333333, 0.512073, 0.155690].
+    loss, grad, _ = _run([0.0, LN2, -LN2], -1.0, policy_loss="sapo")
+    assert loss == pytest.approx(2.047567, abs=1e-6)
+    assert grad == pytest.approx([1 / 3, 0.512073, 0.155690], abs=1e-6)
+    # tau_neg = tau_pos = 1 instead: the A > 0 case mirrored (same gate, opposite sign)
+    loss, grad, _ = _run([0.0, LN2, -LN2], -1.0, policy_loss="sapo", sapo_tau_neg=1.0)
+    assert loss == pytest.approx(2.144799, abs=1e-6)
+    assert grad == pytest.approx([1 / 3, 0.524298, 0.156669], abs=1e-6)
+
+
 def test_delta_caps_negative_advantage_ratios():
     # rho = [3, 1.5, 0.5], A = -1, clip [0.8, 1.28], delta 2:
     # token 0: min(min(3, 2) * -1, 1.28 * -1) = -2 -> l = 2, capped: no gradient
@@ -128,7 +158,7 @@ def test_single_pass_gspo_and_clip_are_the_same():
 
 def test_unknown_variant_names_the_allowed_ones():
     logp = torch.zeros(1, 1)
-    with pytest.raises(ValueError, match="unknown policy loss 'ppo'; allowed: cispo, clip"):
+    with pytest.raises(ValueError, match="unknown policy loss 'ppo'; allowed: cispo, clip, sapo"):
         grpo_loss(logp, logp, None, torch.ones(1), torch.ones(1, 1),
                   LossSettings(0.2, 0.2, 0.0, "token_mean", 1, policy_loss="ppo"))
     with pytest.raises(ValueError, match="unknown ratio level 'group'; allowed: sequence"):

@@ -1,4 +1,4 @@
-"""The loss-variant presets (algo=gspo, algo=cispo) and the rules of their keys (and of
+"""The loss-variant presets (algo=gspo, algo=cispo, algo=sapo) and the rules of their keys (and of
 reward.aggregation, GDPO's)."""
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ PRESETS = {
              "delta": None},
     "cispo": {"ratio_level": "token", "policy_loss": "cispo", "epsilon_low": 1.0,
               "epsilon_high": 0.28, "beta": 0.0, "loss_agg": "token_mean", "delta": None},
+    "sapo": {"ratio_level": "token", "policy_loss": "sapo", "sapo_tau_pos": 1.0,
+             "sapo_tau_neg": 1.05, "beta": 0.0, "loss_agg": "seq_mean_token_mean",
+             "delta": None},
 }
 
 
@@ -45,6 +48,9 @@ def test_delta_composes_above_the_clip():
     (["algo.delta=1"], r"algo\.delta=1\.0 is out of range; it must be > 1"),
     (["algo.delta=1.2", "algo.epsilon_high=0.28"], r"must be > 1 \+ algo\.epsilon_high = 1\.28"),
     (["algo=cispo", "algo.delta=4"], "cispo has none"),
+    (["algo=sapo", "algo.delta=4"], "sapo has none"),
+    (["algo.sapo_tau_neg=2"], r"algo\.sapo_tau_neg=2\.0 shapes the gate of algo\.policy_loss=sapo"),
+    (["algo=sapo", "algo.sapo_tau_pos=0"], r"algo\.sapo_tau_pos=0\.0 is out of range"),
     (["algo.epsilon_low=1"], "only algo.policy_loss=cispo takes 1"),
     (["algo.top_entropy_quantile=0"], r"algo\.top_entropy_quantile=0\.0 is out of range"),
     (["algo.top_entropy_quantile=1.5"], r"must be <= 1"),
@@ -54,6 +60,11 @@ def test_delta_composes_above_the_clip():
 def test_bad_loss_variant_values_are_one_line_errors(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         compose_config("train", overrides)
+
+
+def test_sapo_takes_its_own_temperatures():
+    _, cfg = compose_config("train", ["algo=sapo", "algo.sapo_tau_pos=2", "algo.sapo_tau_neg=3"])
+    assert (cfg.algo.sapo_tau_pos, cfg.algo.sapo_tau_neg) == (2.0, 3.0)
 
 
 def test_gdpo_aggregation_composes(capsys):

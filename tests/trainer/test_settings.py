@@ -30,6 +30,13 @@ def test_loss_settings_take_the_algo_keys_and_the_step_s_beta():
         max_completion_length=64, is_cap=3.0)
 
 
+def test_loss_settings_take_sapos_temperatures():
+    algo = AlgoConfig(policy_loss="sapo", sapo_tau_pos=0.5, sapo_tau_neg=2.0, beta=0.0)
+    settings = loss_settings(algo, max_completion_length=8, beta=0.0)
+    assert (settings.policy_loss, settings.sapo_tau_pos, settings.sapo_tau_neg) == (
+        "sapo", 0.5, 2.0)
+
+
 def test_vllm_reserves_the_rank_of_the_adapter_as_loaded(tiny_llama_path, monkeypatch):
     """An adapter from model.adapter_path keeps its own ranks (r=32, one module at 64):
     vLLM is built for 64, not for model.lora.r=16, which would refuse the adapter."""
