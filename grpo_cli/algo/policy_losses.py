@@ -84,7 +84,7 @@ RATIO_LEVELS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
 class PolicyTerm:
     """What a surrogate gives back for one micro-batch."""
 
-    per_token: Tensor  # [N, L] policy-gradient loss per token (0 on padding)
+    per_token: Tensor  # [N, L] loss per token (any value on padding: the aggregation masks it)
     ratio: Tensor  # [N, L] the importance ratio (rho_t, or s_i on every token of i)
     clip_low: Tensor  # [N, L] bool: the lower clip acted on the token
     clip_high: Tensor  # [N, L] bool: the upper clip acted on the token
