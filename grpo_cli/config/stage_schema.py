@@ -50,6 +50,10 @@ class SftConfig:
     # micro-batch is then trainer.micro_batch_size sequences. Rows keep their own positions
     # and attend only to themselves (block-diagonal causal mask): each row's loss is unchanged.
     packing: bool = False
+    # Passes over the training rows (null = trainer.max_steps steps). When set, the run is
+    # ceil(epochs * train rows / sft.batch_size) steps (0.5 = half an epoch) and
+    # trainer.max_steps is not read; the optimizer schedule spans those steps.
+    epochs: Optional[float] = bounded(None, gt=0)
     # Held-out loss (eval/loss) on the data's test part every N steps and at the end
     # (0 = only at the end).
     eval_every: int = bounded(0, lo=0)

@@ -5,7 +5,7 @@ and tracker.
     build_policy(cfg.model)        NF4 QLoRA / LoRA / full, model.adapter_path to continue one
     load_sft_data                  tokenized rows, loss mask on the completion or on the
                                    assistant turns of `messages` (data.py, chat.py)
-    build_optimizer                optim.* and its schedule over trainer.max_steps
+    build_optimizer                optim.* and its schedule over trainer.max_steps (or sft.epochs)
     loop over steps:
         sft.batch_size rows (PromptSampler: seeded order, epoch after epoch, resumable)
         in micro-batches of trainer.micro_batch_size rows (with sft.packing: of that many
@@ -109,6 +109,10 @@ def run_sft(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str]) -> int:
 
     if launched_world_size() > 1:
         raise UserError("grpo sft runs in one process; run it without torchrun")
+    if cfg.sft.epochs is not None and any(o.lstrip("+").startswith("trainer.max_steps=")
+                                          for o in overrides):
+        raise UserError(f"sft.epochs={cfg.sft.epochs:g} and trainer.max_steps both set the "
+                        "length of the run; give one of them")
     run_dir = Path(cfg.trainer.output_dir)
     created = prepare_run_dir(run_dir)
     with held_logs(run_dir, created):
@@ -125,6 +129,7 @@ def run_sft(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str]) -> int:
             read_rows(cfg.data.path)  # a bad file fails before the model loads
         policy = build_policy(cfg.model, need_reference=False)
         train_rows, test_rows = load_sft_data(cfg, policy.tokenizer)
+        cfg.trainer.max_steps = sft_steps(cfg, len(train_rows))
         params = [p for p in policy.model.parameters() if p.requires_grad]
         optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.trainer.max_steps,
                                                policy.device)
@@ -183,8 +188,18 @@ def run_sft(cfg: GrpoConfig, dcfg: DictConfig, overrides: list[str]) -> int:
               f"is intact\n{hint}", file=sys.stderr)
         return 130
     finally:
-        tracker.close(plot=False)
+        tracker.close(plot=step == cfg.trainer.max_steps)
     return 0
+
+
+def sft_steps(cfg: GrpoConfig, train_rows: int) -> int:
+    """The run's steps: trainer.max_steps, or sft.epochs passes over the train rows."""
+    if cfg.sft.epochs is None:
+        return cfg.trainer.max_steps
+    steps = max(1, math.ceil(cfg.sft.epochs * train_rows / cfg.sft.batch_size))
+    log.info("sft: %g epochs of %d rows at sft.batch_size=%d = %d steps", cfg.sft.epochs,
+             train_rows, cfg.sft.batch_size, steps)
+    return steps
 
 
 def _checkpoint_after(checkpointer: Any, state: Any, save_every: int, stopping: bool,

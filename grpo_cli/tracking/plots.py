@@ -40,6 +40,7 @@ CHARTS: list[Chart] = [
     Chart("reward.png", "Reward (total and per component)",
           ["reward/mean", r"re:rewards/[^/]+/mean"], "reward"),
     Chart("accuracy.png", "Accuracy", ["accuracy", "eval/accuracy"], "accuracy"),
+    Chart("loss.png", "SFT loss (completion tokens)", ["sft/loss", "eval/loss"], "nats / token"),
     Chart("kl.png", "KL to the reference policy (k3, per token)", ["kl"], "KL"),
     Chart("completion_len.png", "Completion length", ["completion_len/mean"], "tokens"),
     Chart("frac_zero_std.png", "Share of groups with equal rewards (no signal)",

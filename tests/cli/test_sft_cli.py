@@ -187,3 +187,20 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tiny_llama_path, tmp_pat
                          capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert [r["step"] for r in metrics(out)] == list(range(1, step + 2))
+
+
+def test_sft_epochs_set_the_steps_and_plots_are_written(tiny_llama_path, tmp_path, capsys):
+    out = tmp_path / "sft"
+    args = [a for a in sft_args(tiny_llama_path, traces(tmp_path / "t.jsonl"), out, 1)
+            if not a.startswith("trainer.max_steps=")]
+    res = in_process.grpo(capsys, "sft", *args, "sft.epochs=1.5")
+    assert res.returncode == 0, res.stderr[-3000:]
+    # 9 train rows (test_size 0.25 of 12), 3 a step: 1.5 epochs = ceil(13.5 / 3) = 5 steps
+    assert "1.5 epochs of 9 rows at sft.batch_size=3 = 5 steps" in res.stderr
+    assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4, 5]
+    assert (out / "checkpoints" / "final").is_dir()
+    assert (out / "plots" / "loss.png").is_file()
+    both = in_process.grpo(capsys, "sft", *sft_args(tiny_llama_path, tmp_path / "t.jsonl",
+                                                    tmp_path / "b", 2), "sft.epochs=1")
+    tiny_run.assert_one_error_line(both, "sft.epochs=1 and trainer.max_steps both set")
+    assert not (tmp_path / "b").exists()
