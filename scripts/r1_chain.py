@@ -84,7 +84,8 @@ def main() -> int:
 
     cold = sample(out, "cold_start", base, args, threads)
     sft1 = sft(out, "sft1", out / "cold_start.jsonl", args.sft_steps, [], common, threads)
-    rows["1 cold-start SFT"] = evaluate(out, "sft1", [f"checkpoint={sft1}"], threads)
+    # an SFT checkpoint's data is its JSONL rows: evaluate it on the arithmetic test split
+    rows["1 cold-start SFT"] = evaluate(out, "sft1", [f"checkpoint={sft1}", "data=arith"], threads)
 
     rl = out / "grpo"
     if not (rl / "checkpoints" / "final").exists():
@@ -96,7 +97,7 @@ def main() -> int:
     kept = sample(out, "rejection", [f"checkpoint={rl_final}"], args, threads)
     sft2 = sft(out, "sft2", out / "rejection.jsonl", args.sft_steps,
                [f"model.adapter_path={rl_final / 'policy'}"], common, threads)
-    rows["4 SFT on kept"] = evaluate(out, "sft2", [f"checkpoint={sft2}"], threads)
+    rows["4 SFT on kept"] = evaluate(out, "sft2", [f"checkpoint={sft2}", "data=arith"], threads)
 
     summary = {"minutes": round((time.time() - t0) / 60, 1), "cold_start_sample": cold,
                "rejection_sample": kept,

@@ -26,6 +26,9 @@ from tiny_run import metrics, signal_after_first_step, torchrun_command
 
 from grpo_cli.trainer.checkpoint import find_latest
 
+# 11 torchrun launches of 2 ranks: about 3 minutes on 2 cores
+pytestmark = pytest.mark.slow
+
 
 def torchrun(nproc: int, args: list[str], fault: str | None = None, weights: Path | None = None,
              launcher: tuple[str, ...] = (), timeout: float = 300) -> subprocess.CompletedProcess:
