@@ -8,7 +8,10 @@ account uses; no /etc/passwd entry is needed to run as one.
 
 A slot is held with flock on `<lock dir>/slot-<n>.lock` (an flock is per open file, so threads
 and other processes on the machine exclude each other). Before a slot is handed out and after
-each run, `sweep` kills every process of its uid.
+each run, `sweep` kills every process of its uid. The slots are taken in rotation (each
+acquire starts after the slot the previous one took), not lowest first: a killed program's
+processes stay zombies until init reaps them (here up to ~2 s), and a zombie still counts
+against its uid's RLIMIT_NPROC, so a slot reused at once could not fork its full share.
 """
 
 from __future__ import annotations
@@ -82,11 +85,13 @@ class Slots:
         self.lock_dir.mkdir(mode=0o700, exist_ok=True)
         self._swept: set[int] = set()
         self._lock = threading.Lock()
+        self._next = 0  # where the next acquire starts looking (rotation)
 
     def acquire(self) -> tuple[int, int]:
         """(uid, fd of the held lock file); waits while every slot is busy."""
         while True:
-            for slot in range(MAX_SLOTS):
+            start = self._next
+            for slot in ((start + k) % MAX_SLOTS for k in range(MAX_SLOTS)):
                 fd = os.open(self.lock_dir / f"slot-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -95,6 +100,7 @@ class Slots:
                     continue
                 uid = UID_BASE + slot
                 with self._lock:
+                    self._next = (slot + 1) % MAX_SLOTS
                     first = uid not in self._swept
                     self._swept.add(uid)
                 if first:  # left over from a parent that died mid-run

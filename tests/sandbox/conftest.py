@@ -15,7 +15,7 @@ import pytest
 
 from grpo_cli.errors import UserError
 from grpo_cli.sandbox import Limits, Sandbox
-from grpo_cli.sandbox.slots import MAX_SLOTS, UID_BASE, processes_of
+from grpo_cli.sandbox.slots import MAX_SLOTS, UID_BASE
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="isolation 'uid' needs root")
@@ -43,7 +43,20 @@ def needs_isolation(sandbox: Sandbox) -> None:
 
 
 def sandbox_leftovers() -> list[int]:
-    return [pid for slot in range(8) for pid in processes_of(UID_BASE + slot)]
+    """Live processes of any slot uid (one pass over /proc: slots are taken in rotation)."""
+    pids = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/status", "rb") as f:
+                status = dict(line.split(b":", 1) for line in f if b":" in line)
+        except OSError:  # exited meanwhile
+            continue
+        uids = [int(u) for u in status.get(b"Uid", b"").split()[:2]]
+        state = status.get(b"State", b"?").split()[:1]
+        if state not in ([b"Z"], [b"X"]) and any(UID_BASE <= u < UID_BASE + MAX_SLOTS
+                                                 for u in uids):
+            pids.append(int(name))
+    return pids
 
 
 def _tmp_entries() -> set[str]:

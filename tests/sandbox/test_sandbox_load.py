@@ -36,7 +36,9 @@ def _load(sandbox, n: int, workers: int) -> None:
     with ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(lambda p: sandbox.run(TestProgram(p[1], STEPS)), programs))
     seconds = time.perf_counter() - start
-    assert [r.status for r in results] == [kind for kind, _ in programs]
+    wrong = [(i, kind, r.status, r.detail, r.stderr[-300:])
+             for i, ((kind, _), r) in enumerate(zip(programs, results)) if r.status != kind]
+    assert not wrong, wrong
     print(f"\nsandbox load: {n} programs, {workers} workers, {seconds:.1f} s, "
           f"{n / seconds:.1f} programs/s, mean run {sum(r.seconds for r in results) / n:.2f} s")
 
