@@ -19,7 +19,8 @@ and the source: `checkpoint`, `model`, `adapter_path`.
 
 A rerun with the same settings skips the finished problems (store.py); a resumed run samples
 the rest with seeds of its own, so its completions differ from an uninterrupted run's. Ctrl-C
-stops after the problems on disk, says how many are done and returns None (exit 130). A user
+(or SIGTERM) finishes the chunk of problems in flight, a second one stops at once; either way
+the problems on disk are whole, it says how many are done and returns None (exit 130). A user
 error after set-up is one `error:` line, and a run that started sample.out leaves nothing
 (run_sample). One process only: under torchrun every rank would append to the same file, so
 it is refused.
@@ -150,6 +151,7 @@ def _sample(cfg: GrpoConfig, store: Store) -> Optional[dict]:
     from grpo_cli.policy.model import build_policy
     from grpo_cli.rewards import build_reward_stack
     from grpo_cli.trainer.settings import rollout_engine
+    from grpo_cli.trainer.stop import StopRequest
     from grpo_cli.trainer.threads import set_cpu_threads
 
     out = store.out
@@ -168,20 +170,27 @@ def _sample(cfg: GrpoConfig, store: Store) -> Optional[dict]:
     gen_cfg = dataclasses.replace(
         cfg, eval=dataclasses.replace(cfg.eval, num_samples=cfg.sample.num_samples))
     try:
-        for start in range(0, len(todo), per_chunk):
-            chunk = todo[start:start + per_chunk]
-            # Seeded by the problems' places in the split (first_index), as grpo eval seeds.
-            problems = generate_problems(policy, [r for _, r in chunk], gen_cfg, engine=engine,
-                                         first_index=chunk[0][0])
-            for (_, record), problem in zip(chunk, problems):
-                scored = _score(rewards, render_prompt(policy.tokenizer, record.prompt),
-                                record, problem, cfg)
-                kept = select(scored, rule)
-                store.add([_row(record, s, cfg) for s in kept],
-                          {"id": record.id, "totals": [s.total for s in scored],
-                           "correct": [s.correct for s in scored],
-                           "kept_totals": [s.total for s in kept]})
-            log.info("sample: %d / %d problems", len(store.done), len(records))
+        # Ctrl-C once: the chunk in flight is finished and written, then it stops; twice: now
+        # (the problems on disk are whole either way).
+        with StopRequest(doing="finishing the problems being sampled") as stop:
+            for start in range(0, len(todo), per_chunk):
+                if stop.signum is not None:
+                    raise KeyboardInterrupt
+                chunk = todo[start:start + per_chunk]
+                # Seeded by the problems' places in the split (first_index), as eval seeds.
+                problems = generate_problems(policy, [r for _, r in chunk], gen_cfg,
+                                             engine=engine, first_index=chunk[0][0])
+                for (_, record), problem in zip(chunk, problems):
+                    scored = _score(rewards, render_prompt(policy.tokenizer, record.prompt),
+                                    record, problem, cfg)
+                    kept = select(scored, rule)
+                    store.add([_row(record, s, cfg) for s in kept],
+                              {"id": record.id, "totals": [s.total for s in scored],
+                               "correct": [s.correct for s in scored],
+                               "kept_totals": [s.total for s in kept]})
+                log.info("sample: %d / %d problems", len(store.done), len(records))
+            if stop.signum is not None and len(store.done) < len(records):
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         log.warning("sample: stopped with %d of %d problems done (in %s); rerun the same "
                     "command to sample the rest", len(store.done), len(records), out)

@@ -14,9 +14,10 @@ class StopRequest:
     launcher): a repeat within `same_within_s` of the first is the same request. `quiet`
     (ranks > 0): rank 0 alone says what happens."""
 
-    def __init__(self, quiet: bool = False, same_within_s: float = 0.0) -> None:
+    def __init__(self, quiet: bool = False, same_within_s: float = 0.0,
+                 doing: str = "finishing this step and saving a checkpoint") -> None:
         self.signum: int | None = None
-        self.quiet, self.same_within_s = quiet, same_within_s
+        self.quiet, self.same_within_s, self.doing = quiet, same_within_s, doing
         self._first = 0.0
         self._old = {}
 
@@ -32,8 +33,8 @@ class StopRequest:
             raise KeyboardInterrupt
         self.signum, self._first = signum, time.monotonic()
         if not self.quiet:
-            print("\nstop requested: finishing this step and saving a checkpoint "
-              "(press Ctrl-C again to stop now; the last checkpoint stays)", file=sys.stderr)
+            print(f"\nstop requested: {self.doing} (press Ctrl-C again to stop now; "
+                  "the last checkpoint stays)", file=sys.stderr)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._old.items():

@@ -201,9 +201,10 @@ def test_ctrl_c_stops_after_the_finished_problems_and_a_rerun_resumes(tiny_llama
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]
+    assert "stop requested: finishing the problems being sampled" in stderr
     assert "rerun the same command to sample the rest" in stderr and "Traceback" not in stderr
     finished = len(read(done_file)) - 1
-    assert finished == 2  # the signal came while the third problem was held
+    assert finished == 3  # the signal came while the third problem was held: it finished
     assert len(read(out)) == 2 * finished  # no partial problem on disk
     res = subprocess.run([sys.executable, "-m", "grpo_cli.cli", "sample", *args],
                          capture_output=True, text=True, env=env, timeout=600)
