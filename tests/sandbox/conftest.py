@@ -9,7 +9,10 @@ The `sandbox` fixture runs each test under every isolation this machine has: `ui
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
+import threading
+from contextlib import contextmanager
 
 import pytest
 
@@ -79,3 +82,33 @@ def sandbox(request) -> Sandbox:
 
 
 assert MAX_SLOTS >= 8
+
+
+@contextmanager
+def localhost_listener(timeout_s: float):
+    """A server on 127.0.0.1 for network tests: yields (port, got), `got` receiving the first
+    connection's first bytes. On exit, if nothing connected, the test connects itself and sends
+    b"parent" (waking accept() up), then the server closes."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(timeout_s)
+    got: list = []
+
+    def accept() -> None:
+        try:
+            conn, _ = server.accept()
+            got.append(conn.recv(100))
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        yield server.getsockname()[1], got
+    finally:
+        if not got:
+            with socket.create_connection(("127.0.0.1", server.getsockname()[1])) as ours:
+                ours.sendall(b"parent")
+        thread.join()
+        server.close()

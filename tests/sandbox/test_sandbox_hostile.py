@@ -10,11 +10,9 @@ The autouse `no_leftovers` fixture (conftest.py) checks for processes and temp d
 from __future__ import annotations
 
 import os
-import socket
-import threading
 
 import pytest
-from conftest import needs_isolation
+from conftest import localhost_listener, needs_isolation
 
 from grpo_cli.sandbox import TestProgram
 
@@ -137,30 +135,11 @@ def test_the_parents_secrets_do_not_reach_it(sandbox, monkeypatch):
 
 def test_no_socket_to_a_server_on_localhost(sandbox):
     needs_isolation(sandbox)
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(4.0)
-    port = server.getsockname()[1]
-    got: list = []
-
-    def accept() -> None:
-        try:
-            conn, _ = server.accept()
-            got.append(conn.recv(100))
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=accept)
-    thread.start()
-    prog = GOOD_F + ("import socket\ntry:\n    s = socket.create_connection(('127.0.0.1', "
-                     f"{port}), timeout=1)\n    s.sendall(b'leak')\n    print('connected')\n"
-                     "except OSError as e:\n    print('refused', type(e).__name__)\n")
-    r = run(sandbox, prog)
-    with socket.create_connection(("127.0.0.1", port)) as ours:  # wakes accept() up
-        ours.sendall(b"parent")
-        thread.join()
-    server.close()
+    with localhost_listener(4.0) as (port, got):
+        prog = GOOD_F + ("import socket\ntry:\n    s = socket.create_connection(('127.0.0.1', "
+                         f"{port}), timeout=1)\n    s.sendall(b'leak')\n    print('connected')\n"
+                         "except OSError as e:\n    print('refused', type(e).__name__)\n")
+        r = run(sandbox, prog)
     assert got == [b"parent"] and "refused" in r.stdout and r.status == "passed"
 
 

@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, needs_bwrap
+from conftest import ROOT, localhost_listener, needs_bwrap
 
 from grpo_cli.sandbox import bwrap
 from grpo_cli.sandbox.runner import find_python
@@ -88,38 +86,16 @@ def nonroot_copy():
 
 
 def _run_job(top: Path, isolation: str) -> tuple[subprocess.CompletedProcess, list]:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(20.0)
-    port = server.getsockname()[1]
-    got: list = []
-
-    def accept() -> None:
-        try:
-            conn, _ = server.accept()
-            got.append(conn.recv(100))
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=accept)
-    thread.start()
     python = find_python() if ROOT else sys.executable
     user = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] if ROOT \
         else []
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(top), "TMPDIR": str(top / "tmp"),
            "HOME": str(top / "tmp")}
     before = set(processes_of(NOBODY)) if ROOT else set()
-    try:
+    with localhost_listener(20.0) as (port, got):
         res = subprocess.run(user + [python, "-B", str(top / "job.py"), isolation, str(port),
                                      (top / "bwrap").read_text()],
                              capture_output=True, text=True, timeout=120, env=env, cwd=str(top))
-    finally:
-        if not got:
-            with socket.create_connection(("127.0.0.1", port)) as ours:  # wakes accept() up
-                ours.sendall(b"parent")
-        thread.join()
-        server.close()
     if res.returncode == 3 and res.stdout.startswith("no-bwrap"):
         pytest.skip(f"bwrap does not run as a non-root user here: {res.stdout.strip()}")
     if ROOT:  # nothing left behind (once a harness whose grpo was killed has seen it)
